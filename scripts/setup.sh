@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Creates .venv and installs magicportrait into it, without pulling a CUDA torch build or jax.
+#   bash scripts/setup.sh          # runtime
+#   bash scripts/setup.sh --dev    # + pytest and ruff
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install -q --disable-pip-version-check "torch==2.13.0"          # the CPU build on this machine; pinned first
+$PIP install -q --disable-pip-version-check --no-deps "mediapipe==0.10.21"  # its declared jax/opencv-contrib are unused
+extra=""
+[ "${1:-}" = "--dev" ] && extra="[dev]"
+$PIP install -q --disable-pip-version-check -e ".${extra}"
+.venv/bin/python -c "import torch, mediapipe; print('magicportrait installed: torch', torch.__version__)" 2>/dev/null
