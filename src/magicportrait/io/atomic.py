@@ -54,3 +54,23 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def staged_output_dir(directory: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder; on success move each entry it holds into ``directory``.
+
+    Entries of ``directory`` with the same names are replaced; anything else already there is left alone.
+    On failure the staging folder is deleted and ``directory`` is untouched: no half-written outputs.
+    """
+    directory = ensure_writable_dir(directory)
+    stage = Path(tempfile.mkdtemp(dir=directory, prefix=".staging-"))
+    try:
+        yield stage
+        for entry in sorted(stage.iterdir()):
+            target = directory / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -1,0 +1,107 @@
+"""Structured face alignment: the source's identity performing the driving video's motion.
+
+Per driving frame, the aligned head has
+- the identity shape of the source;
+- the expression of the driving frame (relative to the driving video's neutral shape), optionally scaled;
+- a pose that is either *relative* (default: the driving head's rotation, scale change and translation since
+  its reference frame, applied on top of the source's own pose, so the head starts where the source's is), or
+  *absolute* (the official MagicPortrait behaviour: the driving head's rotation with the source's camera, i.e.
+  the source's scale and position).
+Driving parameters are smoothed over time before the transfer (``smoothing`` 0 = off, 1 = strongest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from magicportrait.config import option
+from magicportrait.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from magicportrait.tracking.smoothing import smooth, smooth_rotations
+from magicportrait.types import HeadTrack
+
+
+@dataclass
+class AlignmentConfig:
+    """How the driving motion is put on the source face."""
+
+    pose_mode: Literal["relative", "absolute"] = option(
+        "relative", "relative: the driving head's motion since its reference frame, on top of the source pose; "
+        "absolute: the driving head's rotation at the source's position and size (official release).")
+    reference_frame: int = option(0, "Driving frame whose pose counts as 'no motion' in relative mode.")
+    expression_scale: float = option(1.0, "Multiplier of the driving expression (0 keeps the source's own).")
+    smoothing: float = option(0.5, "Temporal smoothing of the driving motion, 0 (off) to 1 (strongest).")
+    smoothing_method: Literal["savgol", "one_euro", "none"] = option(
+        "savgol", "savgol: zero-lag Savitzky-Golay; one_euro: causal One-Euro filter.")
+
+
+def smooth_head_track(head: HeadTrack, strength: float, method: str = "savgol") -> HeadTrack:
+    """A copy of ``head`` with rotation, scale, translation, expression and joints smoothed over time."""
+    if strength <= 0 or method == "none" or head.num_frames < 3:
+        return head
+    fps = head.fps or 25.0
+
+    def smoothed(values: np.ndarray) -> np.ndarray:
+        return smooth(values, method=method, strength=strength, fps=fps).astype(np.float32)
+
+    joints = head.joint_rotations
+    if joints.shape[1]:
+        joints = np.stack([smooth_rotations(joints[:, j], method=method, strength=strength, fps=fps)
+                           for j in range(joints.shape[1])], axis=1).astype(np.float32)
+    return HeadTrack(
+        model=head.model, identity=head.identity, image_size=head.image_size, fps=head.fps,
+        expression=smoothed(head.expression), scale=smoothed(head.scale), translation=smoothed(head.translation),
+        rotation=smooth_rotations(head.rotation, method=method, strength=strength, fps=fps).astype(np.float32),
+        joint_rotations=joints, residual=head.residual, extras=dict(head.extras),
+    )
+
+
+def align_to_source(source: HeadTrack, driving: HeadTrack, config: AlignmentConfig | None = None) -> HeadTrack:
+    """Head parameters, in the source image's space, of the source face performing the driving motion.
+
+    Args:
+        source: the fitted source portrait (its first frame is used).
+        driving: the fitted driving video, same head model.
+        config: pose mode, expression scale and smoothing.
+
+    Returns:
+        A HeadTrack with the driving video's frame count and fps and the source's identity and image size.
+    """
+    config = config or AlignmentConfig()
+    if source.model != driving.model:
+        raise ValueError(f"Source ({source.model}) and driving ({driving.model}) use different head models.")
+    if not 0 <= config.reference_frame < driving.num_frames:
+        raise ValueError(f"reference_frame {config.reference_frame} is outside the driving video "
+                         f"(0..{driving.num_frames - 1}).")
+    driving = smooth_head_track(driving, config.smoothing, config.smoothing_method)
+    source_rotation = axis_angle_to_matrix(source.rotation[0])
+    driving_rotation = axis_angle_to_matrix(driving.rotation)
+
+    if config.pose_mode == "relative":
+        ref = config.reference_frame
+        relative_rotation = driving_rotation @ driving_rotation[ref].T
+        rotation = relative_rotation @ source_rotation
+        size_ratio = source.scale[0] / driving.scale[ref]
+        scale = driving.scale * size_ratio
+        translation = source.translation[0] + (driving.translation - driving.translation[ref]) * size_ratio
+    elif config.pose_mode == "absolute":
+        rotation = driving_rotation
+        scale = np.full(driving.num_frames, source.scale[0])
+        translation = np.repeat(source.translation[:1], driving.num_frames, axis=0)
+    else:
+        raise ValueError(f"pose_mode must be 'relative' or 'absolute', got {config.pose_mode!r}.")
+
+    return HeadTrack(
+        model=source.model,
+        identity=source.identity,
+        expression=(driving.expression * config.expression_scale).astype(np.float32),
+        rotation=matrix_to_axis_angle(rotation).astype(np.float32),
+        scale=np.asarray(scale, dtype=np.float32),
+        translation=np.asarray(translation, dtype=np.float32),
+        joint_rotations=driving.joint_rotations,
+        image_size=source.image_size,
+        fps=driving.fps,
+        extras={"pose_mode": config.pose_mode, "smoothing": config.smoothing},
+    )

@@ -1,0 +1,118 @@
+"""The ``magicportrait`` command: a thin layer over the pipelines (each subcommand = one pipeline call)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from magicportrait import __version__
+from magicportrait.cli.args import add_config_arguments, config_from_args
+from magicportrait.errors import MagicPortraitError
+
+logger = logging.getLogger("magicportrait")
+
+
+def _guide(args: argparse.Namespace) -> None:
+    from magicportrait.pipelines.guide import GuideConfig, GuidePipeline
+
+    source, driving = args.source, args.driving
+    if args.example:
+        from magicportrait.pipelines.example import write_example
+
+        logger.info("Writing the bundled example into %s", Path(args.output) / "example")
+        source, driving = write_example(Path(args.output) / "example")
+    if source is None or driving is None:
+        raise MagicPortraitError("guide needs --source IMAGE and --driving VIDEO (or --example).")
+    config = config_from_args(GuideConfig, args)
+    result = GuidePipeline(config).run(source, driving, args.output)
+    print(f"Wrote {result.num_frames} frames of depth/normal/render guidance at {result.fps:g} fps to "
+          f"{result.output_dir}/")
+    for name, path in result.files.items():
+        print(f"  {name:13s} {path}")
+    if result.missing_frames:
+        print(f"  note: no face in {len(result.missing_frames)} frames; they were interpolated.")
+
+
+def _track(args: argparse.Namespace) -> None:
+    from magicportrait.tracking import FaceTracker, TrackerConfig
+
+    path = Path(args.input)
+    config = config_from_args(TrackerConfig, args)
+    with FaceTracker(config) as tracker:
+        if path.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}:
+            from magicportrait.io.image import load_image
+
+            track = tracker.track_image(load_image(path))
+        else:
+            from itertools import islice
+
+            from magicportrait.io.video import iter_frames, probe_video
+
+            info = probe_video(path)
+            frames = islice(iter_frames(path, max_size=args.max_size), args.max_frames)
+            track = tracker.track_frames(frames, fps=info.fps, num_frames=info.num_frames, source=str(path))
+    track.source = str(path)
+    track.save(args.output)
+    print(f"Tracked {track.num_frames} frames ({len(track.missing_frames)} without a face, interpolated) "
+          f"-> {args.output}")
+
+
+def _example(args: argparse.Namespace) -> None:
+    from magicportrait.pipelines.example import write_example
+
+    source, driving = write_example(args.output)
+    print(f"Wrote the bundled example: {source} and {driving}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from magicportrait.pipelines.guide import GuideConfig
+    from magicportrait.tracking import TrackerConfig
+
+    parser = argparse.ArgumentParser(prog="magicportrait", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"magicportrait {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Show debug messages and tracebacks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    guide = commands.add_parser("guide", help="Render depth/normal/render guidance of the source face performing "
+                                "the driving video's motion.")
+    guide.add_argument("--source", "-s", help="Portrait image (jpg/png/webp).")
+    guide.add_argument("--driving", "-d", help="Driving video (mp4/mov/webm/avi/mkv).")
+    guide.add_argument("--example", action="store_true", help="Use the bundled example portrait and video.")
+    guide.add_argument("--output", "-o", required=True, help="Output folder.")
+    add_config_arguments(guide, GuideConfig)
+    guide.set_defaults(handler=_guide)
+
+    track = commands.add_parser("track", help="Track the face in a video (or image) and save a Track .npz.")
+    track.add_argument("input", help="Video or image file.")
+    track.add_argument("--output", "-o", required=True, help="Output .npz file.")
+    track.add_argument("--max-frames", type=int, default=None, help="Track only the first N frames.")
+    track.add_argument("--max-size", type=int, default=1280, help="Downscale frames to this longer side.")
+    add_config_arguments(track, TrackerConfig)
+    track.set_defaults(handler=_track)
+
+    example = commands.add_parser("example", help="Write the bundled example (source.png, driving.mp4).")
+    example.add_argument("--output", "-o", required=True, help="Output folder.")
+    example.set_defaults(handler=_example)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        args.handler(args)
+    except MagicPortraitError as error:
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; no partial output was kept.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

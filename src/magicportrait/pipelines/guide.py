@@ -1,0 +1,242 @@
+"""``magicportrait guide``: portrait + driving video -> depth / normal / render guidance of the aligned head.
+
+Flow (each stage's output is saved so it can be reused): track the source and the driving video ->
+fit the head model -> structured alignment (source identity, driving motion) -> render the three maps of
+every frame in the source's square face crop, streamed to videos and PNG folders.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from magicportrait.alignment import AlignmentConfig, align_to_source
+from magicportrait.config import option
+from magicportrait.errors import InputError
+from magicportrait.heads import HeadModel, MediaPipeHeadModel
+from magicportrait.io.atomic import staged_output_dir
+from magicportrait.tracking import FaceTracker, TrackerConfig
+from magicportrait.tracking.boxes import crop_matrix, transform_points
+from magicportrait.types import HeadTrack, Track
+
+logger = logging.getLogger(__name__)
+MAP_NAMES = ("depth", "normal", "render")
+MIN_SIZE, MAX_SIZE = 64, 2048
+
+
+@dataclass
+class GuideConfig:
+    """Options of the guidance stage (the CLI's ``guide`` flags)."""
+
+    size: int = option(512, "Side of the square guidance maps and of the source face crop, pixels.")
+    max_frames: int | None = option(None, "Use only the first N driving frames.")
+    driving_max_size: int = option(1280, "Driving frames are downscaled to this longer side for tracking.")
+    write_frames: bool = option(True, "Also write per-frame PNG folders depth/ normal/ render/.")
+    write_preview: bool = option(True, "Write preview.mp4: source | driving | depth | normal | render.")
+    keep_audio: bool = option(True, "Copy the driving video's audio into preview.mp4.")
+    chunk_size: int = option(16, "Frames rendered per batch (memory vs speed).")
+    device: str = option("cpu", "Torch device for rendering, e.g. cpu or cuda.")
+    show_progress: bool = option(True, "Show progress bars.")
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+    def __post_init__(self) -> None:
+        if not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise InputError(f"size {self.size} is outside {MIN_SIZE}..{MAX_SIZE}; 512 matches the diffusion model.")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise InputError(f"max_frames must be at least 1, got {self.max_frames}.")
+
+
+@dataclass
+class SourceFace:
+    """The source portrait cropped to the guidance frame, with its track and fitted head in crop space."""
+
+    crop: np.ndarray  # (size, size, 3) uint8 RGB
+    crop_matrix: np.ndarray  # (2, 3) original image -> crop pixels
+    track: Track  # T=1, crop space
+    head: HeadTrack  # T=1, crop space
+
+
+@dataclass
+class GuideResult:
+    output_dir: Path
+    num_frames: int
+    fps: float
+    missing_frames: list[int]
+    files: dict[str, Path]
+
+
+def crop_track(track: Track, matrix: np.ndarray, size: int) -> Track:
+    """Map a Track's landmarks through a similarity crop (2x3 matrix); z scales like x and y."""
+    landmarks = transform_points(track.landmarks, matrix).astype(np.float32)
+    boxes = transform_points(track.boxes, matrix).astype(np.float32)  # centre moves, side scales like z
+    return Track(landmarks=landmarks, boxes=boxes, detected=track.detected, fps=track.fps,
+                 image_size=(size, size), num_faces=track.num_faces, source=track.source)
+
+
+def crop_face(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """Square crop ``box`` = (cx, cy, side) of ``image`` resized to ``size``; edges replicated outside.
+
+    warpAffine samples without low-pass filtering, so a crop much larger than ``size`` (an 8K portrait) is
+    first shrunk with area averaging to avoid aliasing.
+    """
+    box = np.asarray(box, dtype=np.float64)
+    shrink = min(1.0, 2.0 * size / box[2])
+    if shrink < 1.0:
+        height, width = image.shape[:2]
+        small = (max(1, round(width * shrink)), max(1, round(height * shrink)))
+        image = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
+        box = np.array([box[0] * small[0] / width, box[1] * small[1] / height, box[2] * small[0] / width])
+    return cv2.warpAffine(image, crop_matrix(box, size), (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+class GuidePipeline:
+    """Portrait + driving video -> guidance maps. Usable from Python::
+
+        result = GuidePipeline(GuideConfig(size=512)).run("portrait.jpg", "driving.mp4", "out/")
+    """
+
+    def __init__(self, config: GuideConfig | None = None, head_model: HeadModel | None = None) -> None:
+        self.config = config or GuideConfig()
+        self.head_model = head_model or MediaPipeHeadModel()
+
+    # 1. Source ---------------------------------------------------------------------------------------------
+    def prepare_source(self, image: np.ndarray, tracker: FaceTracker, source_name: str = "") -> SourceFace:
+        track = tracker.track_image(image)
+        track.source = source_name
+        if int(track.num_faces[0]) > 1:
+            logger.warning("%s: %d faces found; using the largest, most central one.", source_name or "source",
+                           int(track.num_faces[0]))
+        size = self.config.size
+        matrix = crop_matrix(track.boxes[0], size)
+        crop = crop_face(image, track.boxes[0], size)
+        cropped = crop_track(track, matrix, size)
+        return SourceFace(crop=crop, crop_matrix=matrix, track=cropped, head=self.head_model.fit(cropped))
+
+    # 2. Driving --------------------------------------------------------------------------------------------
+    def track_driving(self, driving_path: str | Path, tracker: FaceTracker) -> Track:
+        from magicportrait.io.video import probe_video
+
+        info = probe_video(driving_path)
+        num_frames = min(info.num_frames, self.config.max_frames or info.num_frames)
+        frames = self._driving_frames(driving_path)
+        return tracker.track_frames(frames, fps=info.fps, num_frames=num_frames, source=str(driving_path))
+
+    def _driving_frames(self, driving_path: str | Path):
+        from itertools import islice
+
+        from magicportrait.io.video import iter_frames
+
+        return islice(iter_frames(driving_path, max_size=self.config.driving_max_size), self.config.max_frames)
+
+    # 3. Alignment ------------------------------------------------------------------------------------------
+    def align(self, source: SourceFace, driving_track: Track) -> HeadTrack:
+        driving_head = self.head_model.fit(driving_track)
+        return align_to_source(source.head, driving_head, self.config.alignment)
+
+    # 4. Rendering ------------------------------------------------------------------------------------------
+    def render_chunks(self, source: SourceFace, aligned: HeadTrack):
+        """Yield dicts of `(n, size, size, 3)` uint8 maps ('depth', 'normal', 'render'), chunk by chunk."""
+        from magicportrait.rendering import GuidanceRenderer
+
+        size = self.config.size
+        renderer = GuidanceRenderer(self.head_model.faces, image_size=(size, size), device=self.config.device)
+        uv = source.track.landmarks[0, :, :2]
+        for start in range(0, aligned.num_frames, self.config.chunk_size):
+            chunk = aligned.select(slice(start, start + self.config.chunk_size))
+            vertices = self.head_model.posed_vertices(chunk)
+            yield renderer.render(vertices, texture=source.crop, uv=uv).to_uint8()
+
+    # Whole job ---------------------------------------------------------------------------------------------
+    def run(self, source_path: str | Path, driving_path: str | Path, output_dir: str | Path) -> GuideResult:
+        from magicportrait.io.image import load_image, save_image
+
+        config = self.config
+        image = load_image(source_path)
+        with FaceTracker(config.tracker) as tracker:
+            source = self.prepare_source(image, tracker, str(source_path))
+            driving_track = self.track_driving(driving_path, tracker)
+        aligned = self.align(source, driving_track)
+        if len(driving_track.missing_frames):
+            logger.warning("No face in %d of %d driving frames (filled by interpolation): %s",
+                           len(driving_track.missing_frames), driving_track.num_frames,
+                           _ranges(driving_track.missing_frames))
+
+        with staged_output_dir(output_dir) as stage:
+            files = {"source": stage / "source.png", "track": stage / "track.npz",
+                     "source_track": stage / "source_track.npz", "aligned_head": stage / "aligned_head.npz"}
+            save_image(files["source"], source.crop)
+            driving_track.save(files["track"])
+            source.track.save(files["source_track"])
+            aligned.save(files["aligned_head"])
+            files.update(self._write_maps(stage, source, aligned, driving_path, driving_track))
+        output_dir = Path(output_dir)
+        return GuideResult(output_dir=output_dir, num_frames=aligned.num_frames, fps=driving_track.fps,
+                           missing_frames=driving_track.missing_frames.tolist(),
+                           files={name: output_dir / path.relative_to(stage) for name, path in files.items()})
+
+    def _write_maps(self, stage: Path, source: SourceFace, aligned: HeadTrack, driving_path: str | Path,
+                    driving_track: Track) -> dict[str, Path]:
+        from contextlib import ExitStack
+
+        from magicportrait.io.video import VideoWriter, probe_video
+
+        config, fps = self.config, driving_track.fps
+        files = {name: stage / f"{name}.mp4" for name in MAP_NAMES}
+        digits = max(4, len(str(aligned.num_frames)))
+        with ExitStack() as stack, ThreadPoolExecutor(max_workers=2) as pool:
+            writers = {name: stack.enter_context(VideoWriter(files[name], fps)) for name in MAP_NAMES}
+            if config.write_preview:
+                files["preview"] = stage / "preview.mp4"
+                audio = driving_path if config.keep_audio and probe_video(driving_path).has_audio else None
+                preview = stack.enter_context(VideoWriter(files["preview"], fps, audio_from=audio))
+                driving_frames = self._driving_frames(driving_path)
+            if config.write_frames:
+                for name in MAP_NAMES:
+                    (stage / name).mkdir()
+            progress = stack.enter_context(tqdm(total=aligned.num_frames, desc="render", unit="frame",
+                                                disable=not config.show_progress))
+            index, pending = 0, []
+            for maps in self.render_chunks(source, aligned):
+                for i in range(len(maps["depth"])):
+                    for name in MAP_NAMES:
+                        writers[name].write(maps[name][i])
+                        if config.write_frames:
+                            pending.append(pool.submit(
+                                _write_png, stage / name / f"frame_{index + 1:0{digits}d}.png", maps[name][i]))
+                    if config.write_preview:
+                        frame = next(driving_frames)
+                        driving_crop = crop_face(frame, driving_track.boxes[index], config.size)
+                        preview.write(np.concatenate([source.crop, driving_crop] +
+                                                     [maps[name][i] for name in MAP_NAMES], axis=1))
+                    index += 1
+                for future in pending:  # re-raises a failed PNG write here
+                    future.result()
+                pending.clear()
+                progress.update(len(maps["depth"]))
+        return files
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    # cv2 releases the GIL while encoding, so a small thread pool overlaps PNG writing with rendering.
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+        raise OSError(f"Could not write {path}")
+
+
+def _ranges(indices: np.ndarray) -> str:
+    """'3-7, 12' style summary of sorted frame indices."""
+    groups, start = [], None
+    for i, index in enumerate(indices):
+        if start is None:
+            start = index
+        if i + 1 == len(indices) or indices[i + 1] != index + 1:
+            groups.append(f"{start}-{index}" if index != start else f"{index}")
+            start = None
+    return ", ".join(groups)

@@ -1,0 +1,100 @@
+"""Square face crop boxes ``(center_x, center_y, side)`` and the affine maps between frames and crops.
+
+Coordinates: landmarks live in continuous image space, where pixel ``(row i, column j)`` covers
+``[j, j+1) x [i, i+1)`` (MediaPipe's normalised coordinates times the frame size). OpenCV's ``warpAffine``
+instead puts pixel centres on integers. :func:`crop_matrix` returns the OpenCV form, which is what
+``cv2.warpAffine`` needs; :func:`transform_points` applies such a matrix to image-space points with the half-pixel
+shift done for you, so a crop and its landmarks always agree and invert exactly.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from magicportrait.tracking.smoothing import SmoothingMethod, smooth
+
+
+def landmark_bboxes(landmarks: np.ndarray) -> np.ndarray:
+    """Axis-aligned 2D bounding boxes ``(..., 4)`` as (x0, y0, x1, y1) of landmarks ``(..., N, 2 or 3)``."""
+    xy = np.asarray(landmarks)[..., :2]
+    return np.concatenate([xy.min(axis=-2), xy.max(axis=-2)], axis=-1)
+
+
+def bbox_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = inter_w * inter_h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def square_boxes_from_landmarks(landmarks: np.ndarray, scale: float = 2.0, shift_up: float = 0.1) -> np.ndarray:
+    """Square crop boxes ``(T, 3)`` = (center_x, center_y, side) around landmarks ``(T, 478, 3)``.
+
+    ``side = scale * max(bbox width, bbox height)``. The centre is the landmark bbox centre moved up by
+    ``shift_up`` times the bbox height: the mesh stops at the upper forehead while the head (hair) extends well
+    above it, and below the chin there is only the neck, so a slightly higher centre frames the head evenly.
+    """
+    bboxes = landmark_bboxes(landmarks).astype(np.float64)
+    width, height = bboxes[:, 2] - bboxes[:, 0], bboxes[:, 3] - bboxes[:, 1]
+    center_x = 0.5 * (bboxes[:, 0] + bboxes[:, 2])
+    center_y = 0.5 * (bboxes[:, 1] + bboxes[:, 3]) - shift_up * height
+    side = scale * np.maximum(width, height)
+    return np.stack([center_x, center_y, side], axis=1).astype(np.float32)
+
+
+def smooth_boxes(boxes: np.ndarray, fps: float, strength: float, method: SmoothingMethod = "savgol") -> np.ndarray:
+    """Smooth per-frame boxes ``(T, 3)`` over time so the crop does not jitter (see :func:`smooth` for strength).
+
+    Centres are smoothed in pixels and sides in log space (zoom is multiplicative, and the side stays positive).
+    Every frame keeps its own box: the crop follows the face instead of freezing on the first frame.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.shape[0] < 2 or fps <= 0:
+        return boxes.astype(np.float32)
+    centers = smooth(boxes[:, :2], method, strength, fps)
+    log_side = smooth(np.log(boxes[:, 2]), method, strength, fps)
+    return np.column_stack([centers, np.exp(log_side)]).astype(np.float32)
+
+
+def crop_matrix(box: np.ndarray, out_size: int) -> np.ndarray:
+    """The ``(2, 3)`` matrix for ``cv2.warpAffine(frame, M, (out_size, out_size))`` that crops ``box``.
+
+    The square ``[cx - side/2, cx + side/2] x [cy - side/2, cy + side/2]`` of image space maps onto the whole
+    ``out_size x out_size`` crop. The matrix uses OpenCV's pixel-centre convention (see the module docstring).
+    """
+    center_x, center_y, side = (float(v) for v in box)
+    scale = out_size / side
+    # image-space map u = scale * (x - c) + out/2, rewritten for pixel-centre coordinates (x_cv = x - 0.5).
+    offset_x = scale * (0.5 - center_x) + 0.5 * out_size - 0.5
+    offset_y = scale * (0.5 - center_y) + 0.5 * out_size - 0.5
+    return np.array([[scale, 0.0, offset_x], [0.0, scale, offset_y]])
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a ``(2, 3)`` affine matrix (e.g. crop -> frame for :func:`crop_matrix`)."""
+    linear_inv = np.linalg.inv(np.asarray(matrix, dtype=np.float64)[:, :2])
+    return np.column_stack([linear_inv, -linear_inv @ np.asarray(matrix, dtype=np.float64)[:, 2]])
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Map image-space points ``(..., 2 or 3)`` with an OpenCV-convention affine ``matrix`` (as warpAffine does).
+
+    A third (depth) coordinate is scaled by the matrix's linear scale, so z stays in the same units as x.
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64)
+    xy = (points[..., :2] - 0.5) @ matrix[:, :2].T + matrix[:, 2] + 0.5
+    if points.shape[-1] == 2:
+        return xy
+    depth_scale = np.sqrt(abs(np.linalg.det(matrix[:, :2])))
+    return np.concatenate([xy, points[..., 2:] * depth_scale], axis=-1)
+
+
+def crop_image(image: np.ndarray, box: np.ndarray, out_size: int,
+               interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Crop the square ``box`` of ``image`` resized to ``out_size``; outside the frame is black."""
+    matrix = crop_matrix(box, out_size)
+    return cv2.warpAffine(image, matrix, (out_size, out_size), flags=interpolation, borderMode=cv2.BORDER_CONSTANT)

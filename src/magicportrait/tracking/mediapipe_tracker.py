@@ -1,0 +1,445 @@
+"""Face tracking with MediaPipe Face Mesh: one face, 478 image-space landmarks per frame, identity kept over time.
+
+Per frame: Face Mesh on the (possibly downscaled) frame -> pick the tracked face among the faces found ->
+if it is missing, a full-range face detector plus a Face Mesh on a crop around the detection (the "rescue") ->
+otherwise the frame is marked missing and filled afterwards by linear interpolation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from magicportrait.config import option
+from magicportrait.errors import DependencyError, InputError, NoFaceError
+from magicportrait.tracking.boxes import (
+    bbox_iou,
+    crop_image,
+    crop_matrix,
+    invert_affine,
+    landmark_bboxes,
+    smooth_boxes,
+    square_boxes_from_landmarks,
+    transform_points,
+)
+from magicportrait.types import Track
+
+logger = logging.getLogger(__name__)
+
+NUM_LANDMARKS = 478  # 468 mesh points + 10 iris points (refine_landmarks=True)
+MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe==0.10.21"
+MIN_FACE_PX = 64  # smallest face (in the working frame) MediaPipe finds reliably
+TINY_IMAGE_PX = 128  # below this the whole frame is hardly bigger than a usable face
+MATCH_MIN_IOU = 0.3  # a face continues the track if it overlaps the last tracked face this much...
+MATCH_MAX_CENTER_DIST = 0.5  # ...or its centre is within this many face sizes of it
+DETECTION_MAX_CENTER_DIST = 0.75  # detector boxes are tighter than landmark boxes: allow a little more
+RESCUE_CROP_SCALE = 1.8  # crop side / detection box side for the rescue Face Mesh
+RESCUE_CROP_SIZE_RANGE = (192, 512)  # crop resolution (px): native, clipped to this range
+
+
+@dataclass
+class TrackerConfig:
+    """Settings of :class:`FaceTracker` (also the CLI's tracking flags)."""
+
+    max_faces: int = option(4, "Faces looked for per frame (>1 lets the tracker keep identity among people).")
+    min_detection_confidence: float = option(0.5, "MediaPipe face detection threshold.")
+    min_tracking_confidence: float = option(0.5, "MediaPipe landmark tracking threshold.")
+    box_scale: float = option(2.0, "Crop box side / larger side of the landmark box.")
+    box_smoothing: float = option(0.5, "Temporal smoothing of the crop boxes, 0 (off) to 1.")
+    max_working_size: int = option(1280, "Frames with a longer side above this are downscaled for tracking "
+                                   "(landmarks are returned in full-resolution pixels).")
+    detection_fallback: bool = option(True, "When the face mesh misses the face, retry on a face-detector crop.")
+    show_progress: bool = option(True, "Show progress bars.")
+    relock_after_s: float = option(2.0, "After the tracked face has been missing this long (seconds), lock onto "
+                                   "the most prominent face again (a scene cut, or the person left).")
+    min_face_size: float = option(32.0, "Ignore faces smaller than this (pixels): too coarse for later stages.")
+
+    def __post_init__(self) -> None:
+        if self.max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {self.max_faces}.")
+        for name in ("min_detection_confidence", "min_tracking_confidence", "box_smoothing"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if self.box_scale <= 0:
+            raise ValueError(f"box_scale must be positive, got {self.box_scale}.")
+        if self.max_working_size < TINY_IMAGE_PX:
+            raise ValueError(f"max_working_size must be >= {TINY_IMAGE_PX}, got {self.max_working_size}.")
+        if self.relock_after_s < 0:
+            raise ValueError(f"relock_after_s must be >= 0, got {self.relock_after_s}.")
+        if self.min_face_size < 0:
+            raise ValueError(f"min_face_size must be >= 0, got {self.min_face_size}.")
+
+
+def _import_mediapipe():
+    """The legacy MediaPipe solutions modules (face_mesh, face_detection), imported only when tracking starts."""
+    try:
+        from mediapipe.python.solutions import face_detection, face_mesh
+    except ImportError as exc:
+        raise DependencyError(
+            f"Face tracking needs MediaPipe, which could not be imported ({exc}). Install it with: "
+            f"{MEDIAPIPE_INSTALL}") from exc
+    return face_mesh, face_detection
+
+
+# ----------------------------------------------------------------------------------------------- face choice
+
+
+def face_score(bbox: np.ndarray, image_size: tuple[int, int]) -> float:
+    """Prominence of a face: bbox area weighted by centrality, ``area * (1 - 0.5 * d**2)``.
+
+    ``d`` is the distance from the bbox centre to the frame centre divided by half the frame diagonal (0 at the
+    centre, 1 in a corner), so a face in a corner counts half as much as the same face in the middle; size still
+    dominates (a face 1.5x wider wins from anywhere).
+    """
+    height, width = image_size
+    area = max(0.0, float(bbox[2] - bbox[0])) * max(0.0, float(bbox[3] - bbox[1]))
+    offset = np.array([bbox[0] + bbox[2] - width, bbox[1] + bbox[3] - height]) / 2.0
+    dist = float(np.linalg.norm(offset)) / (0.5 * math.hypot(width, height))
+    return area * (1.0 - 0.5 * min(dist, 1.0) ** 2)
+
+
+def _bbox_size(bbox: np.ndarray) -> float:
+    """Longer side of an (x0, y0, x1, y1) box."""
+    return max(float(bbox[2] - bbox[0]), float(bbox[3] - bbox[1]))
+
+
+def _center_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Distance between the centres of two boxes in units of the size of ``a``."""
+    return math.hypot((a[0] + a[2] - b[0] - b[2]) / 2.0, (a[1] + a[3] - b[1] - b[3]) / 2.0) / max(_bbox_size(a), 1e-6)
+
+
+class FaceSelector:
+    """Decides which face is *the* face in each frame and keeps that identity over time.
+
+    * Size: faces smaller than ``min_size`` pixels are ignored (the largest one is remembered for error messages).
+    * Lock: while no face is tracked, the face with the highest :func:`face_score` is taken.
+    * Identity: once locked, a face continues the track only if it matches the last tracked face (IoU >= 0.3,
+      or centre within 0.5 face sizes); among matches the best overlap wins. Size plays no part, so another
+      person growing larger (walking closer) cannot steal the track.
+    * Gaps: a frame where no face matches is missing, even if other faces are visible: the tracker never jumps
+      to a distant person. After ``relock_after`` consecutive missing frames the lock is released and the most
+      prominent face is taken again (a scene cut, or the person left for good).
+    """
+
+    def __init__(self, image_size: tuple[int, int], relock_after: int, min_size: float = 0.0) -> None:
+        self.image_size = image_size
+        self.relock_after = max(1, relock_after)
+        self.min_size = min_size
+        self.largest_too_small = 0.0
+        self.last_bbox: np.ndarray | None = None
+        self.frames_missing = 0
+
+    @property
+    def locked(self) -> bool:
+        return self.last_bbox is not None and self.frames_missing < self.relock_after
+
+    def pick(self, bboxes: Sequence[np.ndarray]) -> int | None:
+        """Index of the tracked face among landmark ``bboxes`` (x0, y0, x1, y1), or None if it is not there."""
+        usable = self._usable(bboxes)
+        if not usable:
+            return None
+        if not self.locked:
+            return max(usable, key=lambda i: face_score(bboxes[i], self.image_size))
+        matching = [i for i in usable if self._matches(bboxes[i])]
+        if not matching:
+            return None
+        return max(matching, key=lambda i: (bbox_iou(self.last_bbox, bboxes[i]),
+                                            -_center_distance(self.last_bbox, bboxes[i])))
+
+    def rank_detections(self, bboxes: Sequence[np.ndarray]) -> list[int]:
+        """Indices of detector boxes that may be the tracked face, most likely first."""
+        if not self.locked:
+            return sorted(range(len(bboxes)), key=lambda i: -face_score(bboxes[i], self.image_size))
+        near = [i for i, b in enumerate(bboxes) if _center_distance(self.last_bbox, b) <= DETECTION_MAX_CENTER_DIST]
+        return sorted(near, key=lambda i: _center_distance(self.last_bbox, bboxes[i]))
+
+    def update(self, bbox: np.ndarray | None) -> None:
+        """Record the tracked face's bbox in this frame (None: missing)."""
+        if bbox is None:
+            self.frames_missing += 1
+        else:
+            self.last_bbox, self.frames_missing = bbox, 0
+
+    def _usable(self, bboxes: Sequence[np.ndarray]) -> list[int]:
+        sizes = [_bbox_size(b) for b in bboxes]
+        too_small = [s for s in sizes if s < self.min_size]
+        self.largest_too_small = max([self.largest_too_small, *too_small])
+        return [i for i, size in enumerate(sizes) if size >= self.min_size]
+
+    def _matches(self, bbox: np.ndarray) -> bool:
+        return (bbox_iou(self.last_bbox, bbox) >= MATCH_MIN_IOU
+                or _center_distance(self.last_bbox, bbox) <= MATCH_MAX_CENTER_DIST)
+
+
+# ----------------------------------------------------------------------------------------- missing frames
+
+
+def interpolate_missing(values: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """Fill frames where ``detected`` is False by linear interpolation between the nearest detected frames.
+
+    ``values``: ``(T, ...)``; before the first / after the last detected frame the nearest value is held.
+    Detected frames are returned unchanged. Needs at least one detected frame.
+    """
+    detected = np.asarray(detected, dtype=bool)
+    num_frames = len(detected)
+    index = np.arange(num_frames)
+    prev = np.maximum.accumulate(np.where(detected, index, -1))
+    nxt = np.minimum.accumulate(np.where(detected, index, num_frames)[::-1])[::-1]
+    prev = np.where(prev < 0, nxt, prev)  # leading gap: hold the first detection
+    nxt = np.where(nxt >= num_frames, prev, nxt)  # trailing gap: hold the last detection
+    span = np.maximum(nxt - prev, 1)
+    weight = ((index - prev) / span).reshape(-1, *([1] * (values.ndim - 1)))
+    filled = values[prev].astype(np.float64) * (1.0 - weight) + values[nxt].astype(np.float64) * weight
+    return filled.astype(values.dtype)
+
+
+def frame_ranges(indices: Iterable[int]) -> str:
+    """Compact text of sorted frame indices, e.g. ``"4-7, 12, 20-25"``."""
+    ranges: list[list[int]] = []
+    for i in indices:
+        if ranges and i == ranges[-1][1] + 1:
+            ranges[-1][1] = i
+        else:
+            ranges.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def _no_face_message(source: str, num_frames: int, image_size: tuple[int, int], working_scale: float,
+                     largest_too_small: float, min_face_size: float) -> str:
+    height, width = image_size
+    what = source or ("the image" if num_frames == 1 else "the video")
+    frames = "1 frame" if num_frames == 1 else f"{num_frames} frames"
+    message = f"No usable face found in {what} ({frames} of {width}x{height} px). "
+    if min(height, width) < TINY_IMAGE_PX:
+        message += (f"A {width}x{height} px image is too small: MediaPipe works reliably with faces of at least "
+                    f"~{MIN_FACE_PX} px across; use a larger image. ")
+    if largest_too_small > 0:
+        message += (f"A face was found, but it is only {largest_too_small:.0f} px across; faces under "
+                    f"{min_face_size:.0f} px are ignored (TrackerConfig.min_face_size) as too coarse. ")
+    min_face = math.ceil(MIN_FACE_PX / working_scale)
+    message += (f"Likely causes: the face is too small (it should be at least ~{min_face} px across in these "
+                "frames), too dark or blurred, or turned more than ~60 degrees away from the camera (profile). "
+                "Use a closer, brighter, more frontal shot.")
+    return message
+
+
+# ------------------------------------------------------------------------------------------------ tracker
+
+
+def _as_rgb(frame: np.ndarray, index: int) -> np.ndarray:
+    """Validate one frame as contiguous uint8 RGB ``(H, W, 3)`` (grey and RGBA are converted)."""
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8:
+        raise InputError(f"Frame {index}: expected uint8 RGB pixels, got dtype {frame.dtype}.")
+    if frame.ndim == 2:
+        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    elif frame.ndim == 3 and frame.shape[2] == 4:
+        frame = frame[..., :3]
+    if frame.ndim != 3 or frame.shape[2] != 3 or min(frame.shape[:2]) < 1:
+        raise InputError(f"Frame {index}: expected an HxWx3 RGB image, got shape {frame.shape}.")
+    return np.ascontiguousarray(frame)
+
+
+def _mesh_faces(mesh, image: np.ndarray, out_width: float, out_height: float) -> list[np.ndarray]:
+    """Face Mesh landmarks of ``image`` as ``(478, 3)`` float32 arrays scaled to ``out_width x out_height``.
+
+    MediaPipe's x, y are normalised by the image width/height and its z by the width, so multiplying by the
+    output size gives pixels of a resized copy of ``image`` too (used for the working-size downscale).
+    """
+    result = mesh.process(image)
+    if not result.multi_face_landmarks:
+        return []
+    scale = np.array([out_width, out_height, out_width], dtype=np.float32)
+    return [np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32) * scale
+            for face in result.multi_face_landmarks]
+
+
+def _detect_faces(detector, image: np.ndarray, out_width: float, out_height: float) -> list[np.ndarray]:
+    """Face detector boxes (x0, y0, x1, y1) of ``image`` scaled to ``out_width x out_height`` pixels."""
+    result = detector.process(image)
+    boxes = []
+    for detection in result.detections or []:
+        rel = detection.location_data.relative_bounding_box
+        boxes.append(np.array([rel.xmin * out_width, rel.ymin * out_height, (rel.xmin + rel.width) * out_width,
+                               (rel.ymin + rel.height) * out_height]))
+    return boxes
+
+
+class FaceTracker:
+    """Tracks one face through a video (or finds it in an image) with MediaPipe Face Mesh.
+
+    Use as a context manager (or call :meth:`close`) to free MediaPipe's graphs::
+
+        with FaceTracker(TrackerConfig(show_progress=False)) as tracker:
+            track = tracker.track_frames(frames, fps=25.0)
+    """
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self._face_mesh, self._face_detection = _import_mediapipe()
+        self._static_mesh = None
+        self._detector = None
+
+    def __enter__(self) -> FaceTracker:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the MediaPipe graphs (they are re-created if the tracker is used again)."""
+        for graph in (self._static_mesh, self._detector):
+            if graph is not None:
+                graph.close()
+        self._static_mesh = self._detector = None
+
+    # -- public API
+
+    def track_frames(self, frames: Iterable[np.ndarray], fps: float, num_frames: int | None = None,
+                     source: str = "") -> Track:
+        """Track the face through RGB uint8 ``(H, W, 3)`` frames, reading them once (only landmarks are kept).
+
+        Raises:
+            NoFaceError: no frame has a usable face.
+            InputError: no frames, a bad frame, frames of different sizes, or fps <= 0.
+        """
+        if not fps > 0:
+            raise InputError(f"{source or 'Video'}: frame rate must be positive, got {fps}.")
+        config = self.config
+        per_frame: list[np.ndarray | None] = []
+        num_faces: list[int] = []
+        image_size: tuple[int, int] | None = None
+        selector: FaceSelector | None = None
+        progress = tqdm(frames, total=num_frames, desc="Tracking face", unit="frame", disable=not config.show_progress)
+        # A fresh video-mode graph per sequence: its tracking state must not leak from one video into the next.
+        video_mesh = self._face_mesh.FaceMesh(static_image_mode=False, max_num_faces=config.max_faces,
+                                              refine_landmarks=True,
+                                              min_detection_confidence=config.min_detection_confidence,
+                                              min_tracking_confidence=config.min_tracking_confidence)
+        with progress, video_mesh:
+            for index, frame in enumerate(progress):
+                frame = _as_rgb(frame, index)
+                if image_size is None:
+                    image_size = frame.shape[:2]
+                    self._warn_if_tiny(image_size, source)
+                    selector = FaceSelector(image_size, round(config.relock_after_s * fps), config.min_face_size)
+                elif frame.shape[:2] != image_size:
+                    raise InputError(f"{source or 'Video'}: frame {index} is {frame.shape[1]}x{frame.shape[0]} px, "
+                                     f"the first frame was {image_size[1]}x{image_size[0]} px.")
+                landmarks, count = self._locate(frame, video_mesh, selector)
+                per_frame.append(landmarks)
+                num_faces.append(count)
+        if image_size is None:
+            raise InputError(f"{source or 'Video'}: no frames to track.")
+        return self._assemble_track(per_frame, num_faces, fps, image_size, source, selector)
+
+    def track_image(self, image: np.ndarray, source: str = "") -> Track:
+        """Find the most prominent face in one RGB uint8 image: a Track with T=1 and fps 0.
+
+        Raises:
+            NoFaceError: no usable face (the message says why it may have failed, e.g. a tiny image).
+        """
+        image = _as_rgb(image, 0)
+        image_size = image.shape[:2]
+        self._warn_if_tiny(image_size, source)
+        selector = FaceSelector(image_size, 1, self.config.min_face_size)
+        landmarks, count = self._locate(image, self._get_static_mesh(), selector)
+        return self._assemble_track([landmarks], [count], 0.0, image_size, source, selector)
+
+    # -- per-frame work
+
+    def _locate(self, frame: np.ndarray, mesh, selector: FaceSelector) -> tuple[np.ndarray | None, int]:
+        """The tracked face's landmarks in ``frame`` (None if missing) and how many faces were seen."""
+        height, width = frame.shape[:2]
+        working = self._working_frame(frame)
+        faces = _mesh_faces(mesh, working, width, height)
+        choice = selector.pick([landmark_bboxes(f) for f in faces])
+        landmarks = None if choice is None else faces[choice]
+        count = len(faces)
+        if landmarks is None and self.config.detection_fallback:
+            landmarks, num_detections = self._rescue(frame, working, selector)
+            count = max(count + (landmarks is not None), num_detections)
+        selector.update(None if landmarks is None else landmark_bboxes(landmarks))
+        return landmarks, count
+
+    def _rescue(self, frame: np.ndarray, working: np.ndarray, selector: FaceSelector) -> tuple[np.ndarray | None, int]:
+        """Find the tracked face with the full-range detector and a static Face Mesh on a crop around it.
+
+        Face Mesh's own detector is short-range (faces filling much of the frame); the full-range one also finds
+        small faces, and cropping around it gives the mesh a large face. Returns (landmarks or None, detections).
+        """
+        height, width = frame.shape[:2]
+        detections = _detect_faces(self._get_detector(), working, width, height)
+        ranked = selector.rank_detections(detections)
+        if not ranked:
+            return None, len(detections)
+        x0, y0, x1, y1 = detections[ranked[0]]
+        side = RESCUE_CROP_SCALE * max(x1 - x0, y1 - y0)
+        box = np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0, side])
+        crop_size = int(np.clip(round(side), *RESCUE_CROP_SIZE_RANGE))
+        crop = crop_image(frame, box, crop_size)
+        faces = _mesh_faces(self._get_static_mesh(), crop, crop_size, crop_size)
+        to_frame = invert_affine(crop_matrix(box, crop_size))
+        faces = [transform_points(f, to_frame).astype(np.float32) for f in faces]
+        choice = selector.pick([landmark_bboxes(f) for f in faces])
+        return (None if choice is None else faces[choice]), len(detections)
+
+    def _working_frame(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` downscaled so its longer side is at most ``max_working_size`` (area averaging)."""
+        height, width = frame.shape[:2]
+        scale = self.config.max_working_size / max(height, width)
+        if scale >= 1.0:
+            return frame
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+    def _working_scale(self, image_size: tuple[int, int]) -> float:
+        return min(1.0, self.config.max_working_size / max(image_size))
+
+    def _get_static_mesh(self):
+        if self._static_mesh is None:
+            config = self.config
+            self._static_mesh = self._face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=config.max_faces, refine_landmarks=True,
+                min_detection_confidence=config.min_detection_confidence)
+        return self._static_mesh
+
+    def _get_detector(self):
+        if self._detector is None:
+            self._detector = self._face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=self.config.min_detection_confidence)  # 1: full range
+        return self._detector
+
+    # -- results
+
+    def _warn_if_tiny(self, image_size: tuple[int, int], source: str) -> None:
+        if min(image_size) < TINY_IMAGE_PX:
+            logger.warning("%s is only %dx%d px; MediaPipe works reliably with faces of at least ~%d px across, "
+                           "tracking may fail.",
+                           source or "The input", image_size[1], image_size[0], MIN_FACE_PX)
+
+    def _assemble_track(self, per_frame: list[np.ndarray | None], num_faces: list[int], fps: float,
+                        image_size: tuple[int, int], source: str, selector: FaceSelector) -> Track:
+        """Interpolate missing frames, compute smoothed boxes and pack everything into a :class:`Track`."""
+        detected = np.array([lm is not None for lm in per_frame], dtype=bool)
+        if not detected.any():
+            raise NoFaceError(_no_face_message(source, len(per_frame), image_size, self._working_scale(image_size),
+                                               selector.largest_too_small, self.config.min_face_size))
+        landmarks = np.zeros((len(per_frame), NUM_LANDMARKS, 3), dtype=np.float32)
+        landmarks[detected] = np.stack([lm for lm in per_frame if lm is not None])
+        landmarks = interpolate_missing(landmarks, detected)
+        if not detected.all():
+            missing = np.flatnonzero(~detected)
+            logger.warning("%s: no face in %d of %d frames (%s); their landmarks were interpolated.",
+                           source or "Video", len(missing), len(detected), frame_ranges(missing))
+        boxes = square_boxes_from_landmarks(landmarks, self.config.box_scale)
+        boxes = smooth_boxes(boxes, fps, self.config.box_smoothing)
+        return Track(landmarks=landmarks, boxes=boxes, detected=detected, fps=float(fps),
+                     image_size=(int(image_size[0]), int(image_size[1])),
+                     num_faces=np.asarray(num_faces, dtype=np.int16), source=source)
