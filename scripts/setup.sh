@@ -11,5 +11,7 @@ $PIP install -q --disable-pip-version-check "torch==2.13.0"          # the CPU b
 $PIP install -q --disable-pip-version-check --no-deps "mediapipe==0.10.21"  # its declared jax/opencv-contrib are unused
 extra=""
 [ "${1:-}" = "--dev" ] && extra="[dev]"
-$PIP install -q --disable-pip-version-check -e ".${extra}"
+# pip lists mediapipe's unused declared dependencies as "missing"; that note is expected, so it is filtered out.
+$PIP install -q --disable-pip-version-check -e ".${extra}" 2>&1 \
+  | { grep -vE "^mediapipe 0\.10\.21 requires|dependency resolver does not currently take" || true; }
 .venv/bin/python -c "import torch, mediapipe; print('magicportrait installed: torch', torch.__version__)" 2>/dev/null

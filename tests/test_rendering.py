@@ -581,3 +581,17 @@ def test_foreground_is_compact_form_of_fragments(sphere):
     full = frags.foreground()
     assert torch.equal(full.pixel_index, fg.pixel_index) and torch.equal(full.bary, fg.bary)
     assert EDGE_EPS < 1e-3
+
+
+def test_render_uint8_matches_render_to_uint8():
+    # A tilted quad textured with a gradient: every map has many distinct values.
+    vertices = torch.tensor([[[8.0, 8.0, 10.0], [56.0, 10.0, 30.0], [54.0, 58.0, 50.0], [6.0, 52.0, 20.0]]])
+    faces = torch.tensor([[0, 2, 1], [0, 3, 2]])
+    texture = np.linspace(0, 255, 64 * 64 * 3).reshape(64, 64, 3).astype(np.uint8)
+    renderer = GuidanceRenderer(faces, image_size=(64, 64))
+    uv = vertices[0, :, :2]
+    expected = renderer.render(vertices, texture=texture, uv=uv).to_uint8()
+    fast = renderer.render_uint8(vertices, texture=texture, uv=uv)
+    for name in ("depth", "normal", "render"):
+        np.testing.assert_array_equal(fast[name], expected[name])
+        assert len(np.unique(fast[name])) > 10

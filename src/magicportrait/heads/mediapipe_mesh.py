@@ -39,6 +39,7 @@ MOVING_PART_WEIGHT = 0.05  # lips, eyes, eyebrows
 LOWER_FACE_WEIGHT = 0.2  # below the nose: moves with the jaw
 SILHOUETTE_WEIGHT = 0.3  # face-oval points follow the visible outline, not fixed skin points
 POSE_ITERATIONS = 20
+FIT_CHUNK = 256  # frames fitted at once
 SUBNASALE = 2  # landmark under the nose tip
 
 
@@ -96,28 +97,35 @@ class MediaPipeHeadModel(HeadModel):
         return NUM_LANDMARKS
 
     def fit(self, track: Track) -> HeadTrack:
-        landmarks = track.landmarks.astype(np.float64)
-        if landmarks.ndim != 3 or landmarks.shape[1:] != (NUM_LANDMARKS, 3):
-            raise ValueError(f"Expected landmarks of shape (T, {NUM_LANDMARKS}, 3), got {landmarks.shape}.")
-        scale, rotation, translation, landmarks = self.fit_pose(landmarks)
-        # Pose-free shape of each frame: undo the similarity transform.
-        pose_free = np.einsum("tji,tnj->tni", rotation, landmarks - translation[:, None]) / scale[:, None, None]
-        neutral = np.median(pose_free, axis=0) if self.neutral == "median" else pose_free[0]
-        expression = (pose_free - neutral).reshape(len(landmarks), -1)
-        fitted = self._posed_canonical(scale, rotation, translation)
-        residual = np.sqrt((self.weights * ((fitted - landmarks)[..., :2] ** 2).sum(-1)).sum(-1) / self.weights.sum())
+        if track.landmarks.ndim != 3 or track.landmarks.shape[1:] != (NUM_LANDMARKS, 3):
+            raise ValueError(f"Expected landmarks of shape (T, {NUM_LANDMARKS}, 3), got {track.landmarks.shape}.")
+        # Frames are independent here: fit in chunks so float64 temporaries stay small for long videos.
+        chunks = [self._fit_frames(track.landmarks[start:start + FIT_CHUNK])
+                  for start in range(0, track.num_frames, FIT_CHUNK)]
+        scale, rotation, translation, pose_free, residual = (np.concatenate(p) for p in zip(*chunks, strict=True))
+        neutral = np.median(pose_free, axis=0) if self.neutral == "median" else pose_free[0].copy()
+        pose_free -= neutral  # in place: the expression, without another (T, 478, 3) copy
         return HeadTrack(
             model=self.name,
             identity=neutral.reshape(-1).astype(np.float32),
-            expression=expression.astype(np.float32),
+            expression=pose_free.reshape(track.num_frames, -1),
             rotation=matrix_to_axis_angle(rotation).astype(np.float32),
             scale=scale.astype(np.float32),
             translation=translation.astype(np.float32),
             image_size=track.image_size,
             fps=track.fps,
             residual=residual.astype(np.float32),
-            extras={"neutral": self.neutral, "detected": track.detected.astype(int).tolist()},
+            extras={"neutral": self.neutral},
         )
+
+    def _fit_frames(self, landmarks: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Pose, float32 pose-free shape `(T, 478, 3)` and 2D residual (px) of a few frames."""
+        scale, rotation, translation, landmarks = self.fit_pose(landmarks.astype(np.float64))
+        # Pose-free shape of each frame: undo the similarity transform.
+        pose_free = np.einsum("tji,tnj->tni", rotation, landmarks - translation[:, None]) / scale[:, None, None]
+        fitted = self._posed_canonical(scale, rotation, translation)
+        residual = np.sqrt((self.weights * ((fitted - landmarks)[..., :2] ** 2).sum(-1)).sum(-1) / self.weights.sum())
+        return scale, rotation, translation, pose_free.astype(np.float32), residual
 
     def _posed_canonical(self, scale, rotation, translation) -> np.ndarray:
         return scale[:, None, None] * np.einsum("tij,nj->tni", rotation, self.canonical) + translation[:, None]

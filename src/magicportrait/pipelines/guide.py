@@ -28,6 +28,7 @@ from magicportrait.types import HeadTrack, Track
 logger = logging.getLogger(__name__)
 MAP_NAMES = ("depth", "normal", "render")
 MIN_SIZE, MAX_SIZE = 64, 2048
+VIDEO_PRESET = "veryfast"  # flat-shaded maps compress well; x264 "medium" would dominate the run time
 
 
 @dataclass
@@ -40,7 +41,7 @@ class GuideConfig:
     write_frames: bool = option(True, "Also write per-frame PNG folders depth/ normal/ render/.")
     write_preview: bool = option(True, "Write preview.mp4: source | driving | depth | normal | render.")
     keep_audio: bool = option(True, "Copy the driving video's audio into preview.mp4.")
-    chunk_size: int = option(16, "Frames rendered per batch (memory vs speed).")
+    chunk_size: int = option(4, "Frames rendered per batch (larger uses more memory for little gain).")
     device: str = option("cpu", "Torch device for rendering, e.g. cpu or cuda.")
     show_progress: bool = option(True, "Show progress bars.")
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
@@ -152,7 +153,7 @@ class GuidePipeline:
         for start in range(0, aligned.num_frames, self.config.chunk_size):
             chunk = aligned.select(slice(start, start + self.config.chunk_size))
             vertices = self.head_model.posed_vertices(chunk)
-            yield renderer.render(vertices, texture=source.crop, uv=uv).to_uint8()
+            yield renderer.render_uint8(vertices, texture=source.crop, uv=uv)
 
     # Whole job ---------------------------------------------------------------------------------------------
     def run(self, source_path: str | Path, driving_path: str | Path, output_dir: str | Path) -> GuideResult:
@@ -192,11 +193,13 @@ class GuidePipeline:
         files = {name: stage / f"{name}.mp4" for name in MAP_NAMES}
         digits = max(4, len(str(aligned.num_frames)))
         with ExitStack() as stack, ThreadPoolExecutor(max_workers=2) as pool:
-            writers = {name: stack.enter_context(VideoWriter(files[name], fps)) for name in MAP_NAMES}
+            writers = {name: stack.enter_context(VideoWriter(files[name], fps, preset=VIDEO_PRESET))
+                       for name in MAP_NAMES}
             if config.write_preview:
                 files["preview"] = stage / "preview.mp4"
                 audio = driving_path if config.keep_audio and probe_video(driving_path).has_audio else None
-                preview = stack.enter_context(VideoWriter(files["preview"], fps, audio_from=audio))
+                preview = stack.enter_context(VideoWriter(files["preview"], fps, audio_from=audio,
+                                                          preset=VIDEO_PRESET))
                 driving_frames = self._driving_frames(driving_path)
             if config.write_frames:
                 for name in MAP_NAMES:

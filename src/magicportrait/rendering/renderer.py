@@ -23,8 +23,13 @@ SKIN_GREY = 0.7
 """Uniform albedo of the render map when neither a texture nor vertex colours are given."""
 
 
+def _quantize(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats -> uint8 (rounded, clamped)."""
+    return (x.detach().float().clamp(0, 1) * 255.0).round_().to(torch.uint8)
+
+
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return (x.detach().float().clamp(0, 1) * 255.0).round_().to(torch.uint8).cpu().numpy()
+    return _quantize(x).cpu().numpy()
 
 
 @dataclass
@@ -130,6 +135,18 @@ class GuidanceRenderer:
             :class:`GuidanceMaps`. The render albedo is the texture at the interpolated uv if given, else the
             interpolated vertex colours, else a uniform grey :data:`SKIN_GREY`.
         """
+        fg, depth, normal, render = self._render_foreground(vertices, vertex_colors, texture, uv)
+        return GuidanceMaps(depth=fg.scatter(depth), normal=fg.scatter(normal), render=fg.scatter(render),
+                            mask=fg.mask())
+
+    def render_uint8(self, vertices, *, vertex_colors=None, texture=None, uv=None) -> dict[str, np.ndarray]:
+        """Same as ``render(...).to_uint8()`` but converts only the covered pixels (faster for long videos)."""
+        fg, depth, normal, render = self._render_foreground(vertices, vertex_colors, texture, uv)
+        maps = {"depth": depth[:, None].expand(-1, 3), "normal": normal, "render": render}
+        return {name: fg.scatter(_quantize(values)).cpu().numpy() for name, values in maps.items()}
+
+    def _render_foreground(self, vertices, vertex_colors, texture, uv):
+        """Foreground and the `(K,)` depth, `(K, 3)` clamped normal and `(K, 3)` render values of covered pixels."""
         verts = self._vertices(vertices)
         fg = self._foreground(verts)
         depth = depth_foreground(fg, verts)
@@ -152,8 +169,7 @@ class GuidanceRenderer:
             normals = camera_normals_foreground(fg, verts, self.faces)
             albedo = normals.new_full((1, 3), SKIN_GREY)
         render = shade_foreground(normals, albedo, self.sh_light, fg.frame)
-        return GuidanceMaps(depth=fg.scatter(depth), normal=fg.scatter(normals.clamp_(0, 1)),
-                            render=fg.scatter(render), mask=fg.mask())
+        return fg, depth, normals.clamp_(0, 1), render
 
     def render_textured(self, vertices, texture, uv, background=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Plain textured re-render (no shading), composited over an optional background.
