@@ -14,7 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-CHILD_PEAK = "import resource, sys; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+# VmHWM is the peak resident size of this process image; ru_maxrss would include the parent's size at fork time.
+CHILD_PEAK = ("import sys; print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0], "
+              "file=sys.stderr)")
 
 
 def make_long_driving(example_dir: Path, num_frames: int) -> Path:
@@ -57,7 +59,9 @@ def io_floor_code(driving: Path, output: Path) -> str:
         "from contextlib import ExitStack\n"
         "import numpy as np\n"
         "with ExitStack() as stack:\n"
-        f"    writers = [stack.enter_context(VideoWriter({str(output)!r} + f'/{{i}}.mp4', 25.0)) for i in range(4)]\n"
+        "    from magicportrait.pipelines.guide import VIDEO_PRESET\n"
+        f"    writers = [stack.enter_context(VideoWriter({str(output)!r} + f'/{{i}}.mp4', 25.0, preset=VIDEO_PRESET))"
+        " for i in range(4)]\n"
         f"    for frame in iter_frames({str(driving)!r}):\n"
         "        for w in writers[:3]: w.write(frame)\n"
         "        writers[3].write(np.concatenate([frame] * 5, axis=1))\n"

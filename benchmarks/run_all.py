@@ -54,18 +54,41 @@ def main() -> None:
 
 
 def write_markdown(path: Path, report: dict) -> None:
+    tracking, rendering, guide = report["tracking"], report["rendering"], report["guide"]
+    counts = sorted(k for k in guide if isinstance(k, int) or str(k).isdigit())
     lines = [
         "# Benchmarks",
         "",
-        "Written by `python benchmarks/run_all.py` (do not edit by hand). Machine: " + report["machine"] + ".",
+        "Written by `python benchmarks/run_all.py` (do not edit by hand). Each figure comes with a baseline "
+        "measured in the same run on the same machine.",
+        "",
+        f"Machine: {report['machine']}.",
         "",
         "## Foundation: tracking, rendering, `guide` (issue 2)",
         "",
-        "```json",
-        json.dumps({k: report[k] for k in ("tracking", "rendering", "guide")}, indent=2, default=float),
-        "```",
-        "",
+        "| what | measured | baseline (same run) | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| tracking, {tracking['num_frames']} frames 512x512 | {tracking['fps']:.0f} frames/s "
+        f"(max_faces=1: {tracking['fps_max_faces_1']:.0f}) | MediaPipe static mode per frame: "
+        f"{tracking['baseline_static_per_frame_fps']:.0f} frames/s | {tracking['ratio_to_baseline']:.2f}x "
+        "| >= 25 frames/s |",
     ]
+    for name, row in rendering.items():
+        if isinstance(row, dict) and "fps" in row:
+            lines.append(f"| rendering depth+normal+render, 512x512, {name} | {row['fps']:.0f} frames/s | "
+                         f"one triangle at a time: {row['naive_fps']:.1f} frames/s | {row['speedup']:.0f}x "
+                         "| >= 60 frames/s (face mesh) |")
+    for count in counts:
+        row = guide[count]
+        lines.append(f"| `guide` end to end, {count} frames (maps, PNGs, preview) | {row['guide_fps']:.1f} frames/s, "
+                     f"peak RSS {row['guide_peak_rss_mib']:.0f} MiB | decode + encode the 4 videos only: "
+                     f"{row['io_floor_fps']:.1f} frames/s | {row['ratio_to_io_floor']:.2f}x | — |")
+    if "peak_rss_ratio_longest_vs_shortest" in guide:
+        lines.append(f"| peak RSS, {counts[-1]} vs {counts[0]} frames | "
+                     f"{guide['peak_rss_ratio_longest_vs_shortest']:.3f}x | | | within 1.10x |")
+    lines += ["", "Raw figures:", "", "```json",
+              json.dumps({"tracking": tracking, "rendering": rendering, "guide": guide}, indent=2, default=float),
+              "```", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
