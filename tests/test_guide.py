@@ -95,7 +95,7 @@ def test_no_face_in_source(example, tmp_path, capsys):
     out = tmp_path / "out"
     code, err = run_failing(["guide", "-s", str(tmp_path / "wall.png"), "-d", str(driving), "-o", str(out),
                              "--no-show-progress"], capsys)
-    assert code == 2 and "face" in err.lower()
+    assert code == 2 and "face" in err.lower() and "wall.png" in err
     assert not out.exists() or not any(out.iterdir())
 
 

@@ -44,7 +44,7 @@ def _track(args: argparse.Namespace) -> None:
         if path.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}:
             from magicportrait.io.image import load_image
 
-            track = tracker.track_image(load_image(path))
+            track = tracker.track_image(load_image(path), source=str(path))
         else:
             from itertools import islice
 
@@ -53,7 +53,6 @@ def _track(args: argparse.Namespace) -> None:
             info = probe_video(path)
             frames = islice(iter_frames(path, max_size=args.max_size), args.max_frames)
             track = tracker.track_frames(frames, fps=info.fps, num_frames=info.num_frames, source=str(path))
-    track.source = str(path)
     track.save(args.output)
     print(f"Tracked {track.num_frames} frames ({len(track.missing_frames)} without a face, interpolated) "
           f"-> {args.output}")

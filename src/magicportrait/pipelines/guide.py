@@ -110,8 +110,7 @@ class GuidePipeline:
 
     # 1. Source ---------------------------------------------------------------------------------------------
     def prepare_source(self, image: np.ndarray, tracker: FaceTracker, source_name: str = "") -> SourceFace:
-        track = tracker.track_image(image)
-        track.source = source_name
+        track = tracker.track_image(image, source=source_name)
         if int(track.num_faces[0]) > 1:
             logger.warning("%s: %d faces found; using the largest, most central one.", source_name or "source",
                            int(track.num_faces[0]))
