@@ -141,3 +141,22 @@ def test_huge_source_and_missing_source(example, tmp_path, capsys):
     code, err = run_failing(["guide", "-s", str(tmp_path / "nope.png"), "-d", str(driving), "-o", str(out)],
                             capsys)
     assert code == 2 and "nope.png" in err
+
+
+def test_small_face_in_8k_source_is_found(example, tmp_path):
+    # A 2048 px head-and-shoulders portrait inside an 8K frame: the face is ~13 % of the width, too small for
+    # the detector once the frame is downscaled to the 1280 px working size; the tiled search finds it.
+    _, driving = example
+    huge = np.full((4320, 7680, 3), (200, 190, 180), np.uint8)
+    huge[1000:3048, 3000:5048] = cv2.resize(example_portrait(), (2048, 2048), interpolation=cv2.INTER_LINEAR)
+    save_image(tmp_path / "8k.jpg", huge)
+    out = tmp_path / "out"
+    assert main(["guide", "-s", str(tmp_path / "8k.jpg"), "-d", str(driving), "-o", str(out), "--size", "128",
+                 "--max-frames", "2", "--no-write-frames", "--no-write-preview", "--no-show-progress"]) == 0
+    assert cv2.imread(str(out / "source.png")).std() > 20  # the face, not the flat surround
+    from magicportrait.tracking import FaceTracker, TrackerConfig
+
+    with FaceTracker(TrackerConfig(show_progress=False)) as tracker:
+        track = tracker.track_image(huge)
+    # The astronaut's nose tip is at (223.4, 130.0) in the 512 px portrait, here scaled 4x and offset.
+    np.testing.assert_allclose(track.landmarks[0, 1, :2], [3000 + 4 * 223.4, 1000 + 4 * 130.0], atol=16)

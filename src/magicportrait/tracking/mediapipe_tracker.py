@@ -271,6 +271,12 @@ def _detect_faces(detector, image: np.ndarray, out_width: float, out_height: flo
     return boxes
 
 
+def _tile_starts(length: int, tile: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``length`` with half-tile overlap."""
+    starts = list(range(0, max(length - tile, 0), max(tile // 2, 1)))
+    return starts + [max(length - tile, 0)]
+
+
 class FaceTracker:
     """Tracks one face through a video (or finds it in an image) with MediaPipe Face Mesh.
 
@@ -349,13 +355,18 @@ class FaceTracker:
         image_size = image.shape[:2]
         self._warn_if_tiny(image_size, source)
         selector = FaceSelector(image_size, 1, self.config.min_face_size)
-        landmarks, count = self._locate(image, self._get_static_mesh(), selector)
+        landmarks, count = self._locate(image, self._get_static_mesh(), selector, tiled=True)
         return self._assemble_track([landmarks], [count], 0.0, image_size, source, selector)
 
     # -- per-frame work
 
-    def _locate(self, frame: np.ndarray, mesh, selector: FaceSelector) -> tuple[np.ndarray | None, int]:
-        """The tracked face's landmarks in ``frame`` (None if missing) and how many faces were seen."""
+    def _locate(self, frame: np.ndarray, mesh, selector: FaceSelector,
+                tiled: bool = False) -> tuple[np.ndarray | None, int]:
+        """The tracked face's landmarks in ``frame`` (None if missing) and how many faces were seen.
+
+        ``tiled``: if the detector finds nothing on the downscaled frame, also search full-resolution tiles
+        (for single large images, where a face can be too small once the whole frame is downscaled).
+        """
         height, width = frame.shape[:2]
         working = self._working_frame(frame)
         faces = _mesh_faces(mesh, working, width, height)
@@ -363,12 +374,13 @@ class FaceTracker:
         landmarks = None if choice is None else faces[choice]
         count = len(faces)
         if landmarks is None and self.config.detection_fallback:
-            landmarks, num_detections = self._rescue(frame, working, selector)
+            landmarks, num_detections = self._rescue(frame, working, selector, tiled)
             count = max(count + (landmarks is not None), num_detections)
         selector.update(None if landmarks is None else landmark_bboxes(landmarks))
         return landmarks, count
 
-    def _rescue(self, frame: np.ndarray, working: np.ndarray, selector: FaceSelector) -> tuple[np.ndarray | None, int]:
+    def _rescue(self, frame: np.ndarray, working: np.ndarray, selector: FaceSelector,
+                tiled: bool = False) -> tuple[np.ndarray | None, int]:
         """Find the tracked face with the full-range detector and a static Face Mesh on a crop around it.
 
         Face Mesh's own detector is short-range (faces filling much of the frame); the full-range one also finds
@@ -376,6 +388,8 @@ class FaceTracker:
         """
         height, width = frame.shape[:2]
         detections = _detect_faces(self._get_detector(), working, width, height)
+        if not detections and tiled:
+            detections = self._detect_in_tiles(frame)
         ranked = selector.rank_detections(detections)
         if not ranked:
             return None, len(detections)
@@ -389,6 +403,24 @@ class FaceTracker:
         faces = [transform_points(f, to_frame).astype(np.float32) for f in faces]
         choice = selector.pick([landmark_bboxes(f) for f in faces])
         return (None if choice is None else faces[choice]), len(detections)
+
+    def _detect_in_tiles(self, frame: np.ndarray) -> list[np.ndarray]:
+        """Detector boxes from half-overlapping full-resolution tiles of ``max_working_size`` pixels.
+
+        A face smaller than half a tile lies wholly inside at least one tile; larger ones are found on the
+        downscaled frame already. An 8K image takes about 60 tiles (well under a second).
+        """
+        height, width = frame.shape[:2]
+        tile = min(height, width, self.config.max_working_size)
+        if max(height, width) <= self.config.max_working_size:
+            return []
+        boxes = []
+        for top in _tile_starts(height, tile):
+            for left in _tile_starts(width, tile):
+                window = np.ascontiguousarray(frame[top:top + tile, left:left + tile])
+                offset = np.array([left, top, left, top], dtype=np.float64)
+                boxes += [box + offset for box in _detect_faces(self._get_detector(), window, tile, tile)]
+        return boxes
 
     def _working_frame(self, frame: np.ndarray) -> np.ndarray:
         """``frame`` downscaled so its longer side is at most ``max_working_size`` (area averaging)."""
