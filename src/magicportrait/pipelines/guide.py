@@ -20,7 +20,7 @@ from magicportrait.alignment import AlignmentConfig, align_to_source
 from magicportrait.config import option
 from magicportrait.errors import InputError
 from magicportrait.heads import HeadModel, MediaPipeHeadModel
-from magicportrait.io.atomic import staged_output_dir
+from magicportrait.io.atomic import ensure_writable_dir, staged_output_dir
 from magicportrait.tracking import FaceTracker, TrackerConfig
 from magicportrait.tracking.boxes import crop_matrix, transform_points
 from magicportrait.types import HeadTrack, Track
@@ -159,15 +159,12 @@ class GuidePipeline:
         from magicportrait.io.image import load_image, save_image
 
         config = self.config
+        ensure_writable_dir(output_dir)  # fail before minutes of tracking, not after
         image = load_image(source_path)
         with FaceTracker(config.tracker) as tracker:
             source = self.prepare_source(image, tracker, str(source_path))
             driving_track = self.track_driving(driving_path, tracker)
-        aligned = self.align(source, driving_track)
-        if len(driving_track.missing_frames):
-            logger.warning("No face in %d of %d driving frames (filled by interpolation): %s",
-                           len(driving_track.missing_frames), driving_track.num_frames,
-                           _ranges(driving_track.missing_frames))
+        aligned = self.align(source, driving_track)  # the tracker has already warned about frames without a face
 
         with staged_output_dir(output_dir) as stage:
             files = {"source": stage / "source.png", "track": stage / "track.npz",
@@ -230,15 +227,3 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     # cv2 releases the GIL while encoding, so a small thread pool overlaps PNG writing with rendering.
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
         raise OSError(f"Could not write {path}")
-
-
-def _ranges(indices: np.ndarray) -> str:
-    """'3-7, 12' style summary of sorted frame indices."""
-    groups, start = [], None
-    for i, index in enumerate(indices):
-        if start is None:
-            start = index
-        if i + 1 == len(indices) or indices[i + 1] != index + 1:
-            groups.append(f"{start}-{index}" if index != start else f"{index}")
-            start = None
-    return ", ".join(groups)
