@@ -39,6 +39,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
+    import bench_flame_fitting
     import bench_guide
     import bench_rendering
     import bench_tracking
@@ -46,7 +47,9 @@ def main() -> None:
     tracking = bench_tracking.run(60 if args.quick else 300)
     rendering = bench_rendering.run(num_frames=20 if args.quick else 120, size=512)
     guide = bench_guide.run((60, 120) if args.quick else (300, 3000))
-    report = {"machine": machine_line(), "tracking": tracking, "rendering": rendering, "guide": guide}
+    flame_fitting = bench_flame_fitting.run(60 if args.quick else 300)
+    report = {"machine": machine_line(), "tracking": tracking, "rendering": rendering, "guide": guide,
+              "flame_fitting": flame_fitting}
     print(json.dumps(report, indent=2, default=float))
     if not args.quick:
         write_markdown(Path(args.output), report)
@@ -86,11 +89,37 @@ def write_markdown(path: Path, report: dict) -> None:
     if "peak_rss_ratio_longest_vs_shortest" in guide:
         lines.append(f"| peak RSS, {counts[-1]} vs {counts[0]} frames | "
                      f"{guide['peak_rss_ratio_longest_vs_shortest']:.3f}x | | | within 1.10x |")
+    lines += flame_fitting_lines(report["flame_fitting"])
     lines += ["", "Raw figures:", "", "```json",
-              json.dumps({"tracking": tracking, "rendering": rendering, "guide": guide}, indent=2, default=float),
+              json.dumps({k: report[k] for k in ("tracking", "rendering", "guide", "flame_fitting")}, indent=2,
+                         default=float),
               "```", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
+
+
+def flame_fitting_lines(fit: dict) -> list[str]:
+    """The FLAME fitting section (issue 3); its synthetic tracks need the FLAME model from ../shared."""
+    lines = ["", "## FLAME fitting (issue 3, in progress)", ""]
+    if "skipped" in fit:
+        return lines + [f"Not measured: {fit['skipped']}"]
+    return lines + [
+        f"Synthetic {fit['num_frames']}-frame tracks at 512x512 from the FLAME model "
+        f"({fit['flame_shape_components']} identity, {fit['flame_expression_components']} expression components), "
+        f"landmark noise {fit['noise_px']} px.",
+        "",
+        "| what | measured | baseline (same run) | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| fitting speed, noisy track | {fit['noisy_fps']:.0f} frames/s (noiseless {fit['clean_fps']:.0f}) | "
+        f"each frame fitted alone: {fit['naive_fps']:.1f} frames/s | {fit['speedup_vs_naive']:.0f}x "
+        "| >= 30 frames/s |",
+        f"| landmark reprojection error vs. truth | {fit['noisy_reprojection_px']:.2f} px noisy, "
+        f"{fit['clean_reprojection_px']:.2f} px noiseless | | | <= 1.5 px |",
+        f"| pose jitter, static head | {fit['static_jitter_deg_per_frame']:.3f} deg/frame, "
+        f"{fit['static_jitter_smoothed_deg_per_frame']:.3f} after smoothing 0.5 | each frame alone: "
+        f"{fit['naive_static_jitter_deg_per_frame']:.3f} deg/frame | {fit['jitter_ratio_naive_vs_batched']:.1f}x "
+        "less | — |",
+    ]
 
 
 if __name__ == "__main__":

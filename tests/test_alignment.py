@@ -88,3 +88,12 @@ def test_mismatched_models_are_refused(tracks):
     driving.model = "flame"
     with pytest.raises(ValueError, match="different head models"):
         align_to_source(source, driving)
+
+
+def test_smoothing_accepts_a_model_without_expression_components():
+    count = 10
+    empty = np.zeros((count, 0), np.float32)
+    driving = head(np.zeros((count, 3)), 60.0, [100.0, 100.0, 0.0], empty, np.zeros(3, np.float32))
+    source = head(np.zeros((1, 3)), 60.0, [100.0, 100.0, 0.0], np.zeros((1, 0), np.float32), np.zeros(3, np.float32))
+    aligned = align_to_source(source, driving, AlignmentConfig(smoothing=0.5))
+    assert aligned.expression.shape == (count, 0)

@@ -44,6 +44,8 @@ def smooth_head_track(head: HeadTrack, strength: float, method: str = "savgol") 
     fps = head.fps or 25.0
 
     def smoothed(values: np.ndarray) -> np.ndarray:
+        if values.size == 0:  # e.g. no expression components (the partial FLAME model)
+            return values
         return smooth(values, method=method, strength=strength, fps=fps).astype(np.float32)
 
     joints = head.joint_rotations
