@@ -23,7 +23,7 @@ def closed_loop():
     source = model.fit(source_track)
     motion = example_motion()
     truth = example_head_track(source, motion)
-    frames = list(render_example_frames(portrait, source, source_track.landmarks[0], truth, model))
+    frames = list(render_example_frames(portrait, source_track.landmarks[0], truth, model))
     with FaceTracker(TrackerConfig(show_progress=False)) as tracker:
         track = tracker.track_frames(frames, fps=25.0)
     return model, motion, truth, track, model.fit(track), frames, portrait

@@ -100,8 +100,8 @@ def closed_mouth_faces(model: MediaPipeHeadModel) -> np.ndarray:
     return np.concatenate([model.faces, mouth])
 
 
-def render_example_frames(portrait: np.ndarray, source: HeadTrack, source_landmarks: np.ndarray,
-                          truth: HeadTrack, model: MediaPipeHeadModel, device: str = "cpu"):
+def render_example_frames(portrait: np.ndarray, source_landmarks: np.ndarray, truth: HeadTrack,
+                          model: MediaPipeHeadModel, device: str = "cpu"):
     """Yield the example's RGB frames: the portrait re-rendered on the moved face over a similarity-warped copy.
 
     Everything outside the face (hair, background) follows the head with the 2D similarity that best maps the
@@ -115,10 +115,10 @@ def render_example_frames(portrait: np.ndarray, source: HeadTrack, source_landma
     renderer = GuidanceRenderer(closed_mouth_faces(model), image_size=(height, width), device=device)
     rigid = model.weights > 0.5
     backdrop = face_removed(portrait, renderer, source_landmarks)
-    for frame_moved in moved:
-        scale, rotation, translation = weighted_similarity_procrustes(
-            _flat(source_landmarks[rigid]), _flat(frame_moved[rigid]))
-        affine = np.concatenate([scale[0] * rotation[0][:2, :2], translation[0][:2, None]], axis=1)
+    scale, rotation, translation = weighted_similarity_procrustes(_flat(source_landmarks[rigid]),
+                                                                  _flat(moved[:, rigid]))
+    affines = np.concatenate([scale[:, None, None] * rotation[:, :2, :2], translation[:, :2, None]], axis=2)
+    for frame_moved, affine in zip(moved, affines, strict=True):
         background = cv2.warpAffine(backdrop, affine, (width, height), flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_REFLECT).astype(np.float32) / 255.0
         face, mask = renderer.render_textured(frame_moved[None], portrait, uv, background=background)
@@ -162,7 +162,7 @@ def write_example(output_dir: str | Path, num_frames: int = EXAMPLE_NUM_FRAMES) 
     truth = example_head_track(source, example_motion(num_frames))
     source_path, driving_path = output_dir / "source.png", output_dir / "driving.mp4"
     save_image(source_path, portrait)
-    frames = render_example_frames(portrait, source, source_track.landmarks[0], truth, model)
+    frames = render_example_frames(portrait, source_track.landmarks[0], truth, model)
     write_video(driving_path, frames, fps=EXAMPLE_FPS)
     return source_path, driving_path
 
