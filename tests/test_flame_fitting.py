@@ -202,3 +202,57 @@ def test_chunked_fit_matches_and_has_no_seams(model, truth):
     step_error = np.abs(np.diff(errors))
     assert step_error[[6, 13]].max() < 0.3
     assert np.abs(head.translation[:, :2] - truth["translation"][:, :2]).max() < 1.0
+
+
+def test_flame_track_file_and_flame_conventions(model, truth, tmp_path):
+    from magicportrait.types import FlameTrack
+
+    head = model.fit(make_track(truth["landmarks"][:2]))
+    assert isinstance(head, FlameTrack)
+    loaded = HeadTrack.load(head.save(tmp_path / "head.npz"))  # HeadTrack.load reads a FlameTrack as one
+    assert isinstance(loaded, FlameTrack) and isinstance(FlameTrack.load(tmp_path / "head.npz"), FlameTrack)
+    np.testing.assert_array_equal(loaded.shape, head.identity)
+    assert isinstance(head.select(slice(0, 1)), FlameTrack)
+    # FLAME-frame axis-angles: conjugation by diag(1, -1, -1) flips the y and z axis components.
+    np.testing.assert_allclose(loaded.jaw_pose, head.joint_rotations[:, 1] * [1, -1, -1])
+    np.testing.assert_allclose(loaded.global_pose, head.rotation * [1, -1, -1])
+    assert loaded.eye_pose.shape == (2, 6)
+    # A jaw opening (chin down in the image) is a positive rotation about FLAME's x axis, as in FLAME's own files.
+    opened = truth["joints"][:, 1, 0].argmax()
+    assert model.fit(make_track(truth["landmarks"][opened:opened + 1])).jaw_pose[0, 0] > np.deg2rad(5)
+
+
+def test_perspective_fit_recovers_pose_and_distance(model):
+    from magicportrait.heads.base import focal_length_px, project_to_image
+    from magicportrait.heads.flame_head import FlameFitConfig, FlameHeadModel, rotation_error_degrees
+    from magicportrait.types import FlameTrack
+
+    num_frames = 10
+    t = np.linspace(0.0, 1.0, num_frames)
+    focal = focal_length_px(20.0, (IMAGE_SIZE, IMAGE_SIZE))  # ~1452 px: the head at ~110 cm fills the frame
+    rotation = np.stack([np.deg2rad(10) * t, np.deg2rad(30) * np.sin(2 * np.pi * t), np.zeros_like(t)], axis=1)
+    translation = np.stack([3.0 * t, -2.0 + t, 100.0 + 20.0 * t], axis=1)  # cm, moving away from the camera
+    identity = 0.5 * np.random.default_rng(4).standard_normal(model.num_shape)
+    truth = FlameTrack(model="flame", identity=identity, expression=np.zeros((num_frames, model.num_expression)),
+                       rotation=rotation, scale=np.ones(num_frames), translation=translation,
+                       joint_rotations=np.zeros((num_frames, 4, 3)), image_size=(IMAGE_SIZE, IMAGE_SIZE),
+                       extras={"camera": "perspective", "focal_px": focal})
+    landmarks = model.landmarks(model.posed_vertices(truth).astype(np.float64))
+    perspective = FlameHeadModel(model.flame, config=FlameFitConfig(camera="perspective", fov_degrees=20.0))
+    head = perspective.fit(make_track(landmarks))
+    assert head.camera == "perspective" and head.extras["focal_px"] == pytest.approx(focal)
+    np.testing.assert_array_equal(head.scale, 1.0)
+    reprojection = np.linalg.norm(fitted_landmarks(model, head)[..., :2] - landmarks[..., :2], axis=-1)
+    assert reprojection.mean() < 0.3
+    assert rotation_error_degrees(head.rotation, rotation).max() < 1.0
+    # Distance is recovered from the projected size given the identity: within a few percent.
+    assert np.abs(head.translation[:, 2] / translation[:, 2] - 1).max() < 0.05
+    # The orthographic camera cannot model the perspective foreshortening of a head at 1 m as well.
+    orthographic = model.fit(make_track(landmarks))
+    ortho_error = np.linalg.norm(fitted_landmarks(model, orthographic)[..., :2] - landmarks[..., :2], axis=-1)
+    assert ortho_error.mean() > reprojection.mean()
+    # Image-space z grows with distance from the camera (depth order kept).
+    rest = model.shape_vertices(head.identity, head.expression[:1])
+    nose, back = rest[0, :, 2].argmin(), rest[0, :, 2].argmax()  # model z points into the head
+    posed = project_to_image(rest, head.select(slice(0, 1)))
+    assert posed[0, nose, 2] < posed[0, back, 2]

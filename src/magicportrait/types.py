@@ -27,7 +27,7 @@ def _save_npz(path: str | os.PathLike, kind: str, arrays: dict[str, np.ndarray],
     return path
 
 
-def _load_npz(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray], dict]:
+def _load_npz(path: str | os.PathLike, kind: str | tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict]:
     from magicportrait.errors import InputError
 
     path = Path(path)
@@ -39,8 +39,9 @@ def _load_npz(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray]
     except Exception as exc:  # zipfile/numpy raise several types for a damaged file
         raise InputError(f"{path}: not a readable .npz file ({exc}).") from exc
     meta = json.loads(str(arrays.pop("meta", "{}")))
-    if meta.get("kind") != kind:
-        raise InputError(f"{path}: holds a {meta.get('kind')!r}, expected a {kind!r}.")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if meta.get("kind") not in kinds:
+        raise InputError(f"{path}: holds a {meta.get('kind')!r}, expected {' or '.join(map(repr, kinds))}.")
     return arrays, meta
 
 
@@ -97,8 +98,12 @@ class Track:
 class HeadTrack:
     """Per-frame parameters of a head model fitted to a :class:`Track` (the same layout for every head model).
 
-    The posed vertices are ``scale * rotate(rotation, model_vertices(identity, expression, joint_rotations))
-    + translation``, in image space (orthographic camera, like the official release).
+    With the default orthographic camera (like the official release) the posed vertices are
+    ``scale * rotate(rotation, model_vertices(identity, expression, joint_rotations)) + translation``, in image
+    space. With ``extras["camera"] == "perspective"`` (see :attr:`camera`), ``translation`` is the model origin
+    in camera space (model units; x right, y down, z away from the camera), ``scale`` is 1, and points are
+    projected with the focal length ``extras["focal_px"]`` about the image centre
+    (:func:`magicportrait.heads.base.project_to_image`).
 
     Attributes:
         model: name of the head model ("mediapipe" for the open default geometry, "flame").
@@ -125,6 +130,8 @@ class HeadTrack:
     residual: np.ndarray | None = None
     extras: dict = field(default_factory=dict)
 
+    kind = "HeadTrack"  # the file's kind; subclasses name theirs
+
     def __post_init__(self) -> None:
         num_frames = self.rotation.shape[0]
         if self.joint_rotations is None:
@@ -136,21 +143,79 @@ class HeadTrack:
     def num_frames(self) -> int:
         return int(self.rotation.shape[0])
 
+    @property
+    def camera(self) -> str:
+        """"orthographic" (default, like the official release) or "perspective"."""
+        return self.extras.get("camera", "orthographic")
+
     def select(self, index) -> HeadTrack:
-        """A HeadTrack of the frames picked by ``index`` (slice, int array or boolean mask)."""
+        """A track of the same class with the frames picked by ``index`` (slice, int array or boolean mask)."""
         per_frame = {f.name: getattr(self, f.name)[index] for f in fields(self)
                      if f.name in ("expression", "rotation", "scale", "translation", "joint_rotations", "residual")}
-        return HeadTrack(model=self.model, identity=self.identity, image_size=self.image_size, fps=self.fps,
-                         extras=dict(self.extras), **per_frame)
+        return type(self)(model=self.model, identity=self.identity, image_size=self.image_size, fps=self.fps,
+                          extras=dict(self.extras), **per_frame)
 
     def save(self, path: str | os.PathLike) -> Path:
         arrays = {name: getattr(self, name) for name in ("identity", "expression", "rotation", "scale", "translation",
                                                           "joint_rotations", "residual")}
         meta = {"model": self.model, "image_size": list(self.image_size), "fps": self.fps, "extras": self.extras}
-        return _save_npz(path, "HeadTrack", arrays, meta)
+        return _save_npz(path, self.kind, arrays, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> HeadTrack:
-        arrays, meta = _load_npz(path, "HeadTrack")
-        return cls(model=meta["model"], image_size=tuple(meta["image_size"]), fps=float(meta["fps"]),
-                   extras=meta.get("extras", {}), **arrays)
+        """Read a file written by :meth:`save`; ``HeadTrack.load`` also reads a FlameTrack file (as a FlameTrack)."""
+        kinds = tuple(sub.kind for sub in (cls, *_subclasses(cls)))
+        arrays, meta = _load_npz(path, kinds)
+        track_class = next(sub for sub in (cls, *_subclasses(cls)) if sub.kind == meta["kind"])
+        return track_class(model=meta["model"], image_size=tuple(meta["image_size"]), fps=float(meta["fps"]),
+                           extras=meta.get("extras", {}), **arrays)
+
+
+def _subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
+
+_FLAME_FRAME = np.array([1.0, -1.0, -1.0], np.float32)  # model frame <-> FLAME frame: a rotation by pi about x
+
+
+@dataclass
+class FlameTrack(HeadTrack):
+    """A :class:`HeadTrack` of FLAME parameters, with accessors in FLAME's own conventions.
+
+    The stored arrays are the HeadTrack ones (model frame: x toward the subject's left, y down, z into the head;
+    centimetres), so every stage treats it like any other head track. The properties give the values a FLAME
+    user expects: ``shape`` (beta), ``expression`` (psi), axis-angle ``global_pose`` / ``neck_pose`` /
+    ``jaw_pose`` / ``eye_pose`` in FLAME's frame (x left, y up, z forward) as seen from a y-up camera
+    (DECA's convention: ``R_flame = F R_model F`` with ``F = diag(1, -1, -1)``), and the camera.
+    """
+
+    kind = "FlameTrack"
+
+    @property
+    def shape(self) -> np.ndarray:
+        """`(S,)` identity coefficients beta."""
+        return self.identity
+
+    @property
+    def global_pose(self) -> np.ndarray:
+        """`(T, 3)` head rotation, FLAME frame -> y-up camera frame."""
+        return self.rotation * _FLAME_FRAME
+
+    def _joint(self, index: int) -> np.ndarray:
+        return self.joint_rotations[:, index] * _FLAME_FRAME
+
+    @property
+    def neck_pose(self) -> np.ndarray:
+        return self._joint(0)
+
+    @property
+    def jaw_pose(self) -> np.ndarray:
+        return self._joint(1)
+
+    @property
+    def eye_pose(self) -> np.ndarray:
+        """`(T, 6)` left then right eye rotations."""
+        return np.concatenate([self._joint(2), self._joint(3)], axis=1)

@@ -2,11 +2,16 @@
 
 Per driving frame, the aligned head has
 - the identity shape of the source;
-- the expression of the driving frame (relative to the driving video's neutral shape), optionally scaled;
+- the expression of the driving frame, optionally scaled: *absolute* (default, the official behaviour: the
+  driving parameters as they are) or *relative* (the source's own expression plus the driving expression's
+  change since the reference frame; also applied to the jaw, so a source that smiles keeps smiling);
+- the driving frame's joint rotations (FLAME's neck, jaw and eyes);
 - a pose that is either *relative* (default: the driving head's rotation, scale change and translation since
   its reference frame, applied on top of the source's own pose, so the head starts where the source's is), or
   *absolute* (the official MagicPortrait behaviour: the driving head's rotation with the source's camera, i.e.
   the source's scale and position).
+Both pose modes work with the orthographic and the perspective camera (scale and translation are then the
+camera-space position in model units, and the size ratio is 1). The result keeps the source's camera.
 Driving parameters are smoothed over time before the transfer (``smoothing`` 0 = off, 1 = strongest).
 """
 
@@ -30,8 +35,13 @@ class AlignmentConfig:
     pose_mode: Literal["relative", "absolute"] = option(
         "relative", "relative: the driving head's motion since its reference frame, on top of the source pose; "
         "absolute: the driving head's rotation at the source's position and size (official release).")
-    reference_frame: int = option(0, "Driving frame whose pose counts as 'no motion' in relative mode.")
-    expression_scale: float = option(1.0, "Multiplier of the driving expression (0 keeps the source's own).")
+    reference_frame: int = option(0, "Driving frame whose pose (and expression, in relative expression mode) "
+                                     "counts as 'no motion'.")
+    expression_mode: Literal["absolute", "relative"] = option(
+        "absolute", "absolute: the driving expression and jaw as they are (official); relative: the source's own "
+        "expression plus the driving change since the reference frame.")
+    expression_scale: float = option(1.0, "Multiplier of the driving expression and jaw opening (0 keeps the "
+                                          "source's own in relative mode and with the open geometry).")
     smoothing: float = option(0.5, "Temporal smoothing of the driving motion, 0 (off) to 1 (strongest).")
     smoothing_method: Literal["savgol", "one_euro", "none"] = option(
         "savgol", "savgol: zero-lag Savitzky-Golay; one_euro: causal One-Euro filter.")
@@ -74,6 +84,8 @@ def align_to_source(source: HeadTrack, driving: HeadTrack, config: AlignmentConf
     config = config or AlignmentConfig()
     if source.model != driving.model:
         raise ValueError(f"Source ({source.model}) and driving ({driving.model}) use different head models.")
+    if source.camera != driving.camera:
+        raise ValueError(f"Source ({source.camera}) and driving ({driving.camera}) use different cameras.")
     if not 0 <= config.reference_frame < driving.num_frames:
         raise ValueError(f"reference_frame {config.reference_frame} is outside the driving video "
                          f"(0..{driving.num_frames - 1}).")
@@ -95,15 +107,39 @@ def align_to_source(source: HeadTrack, driving: HeadTrack, config: AlignmentConf
     else:
         raise ValueError(f"pose_mode must be 'relative' or 'absolute', got {config.pose_mode!r}.")
 
-    return HeadTrack(
+    expression, joints = _transfer_expression(source, driving, config)
+    return type(source)(
         model=source.model,
         identity=source.identity,
-        expression=(driving.expression * config.expression_scale).astype(np.float32),
+        expression=expression.astype(np.float32),
         rotation=matrix_to_axis_angle(rotation).astype(np.float32),
         scale=np.asarray(scale, dtype=np.float32),
         translation=np.asarray(translation, dtype=np.float32),
-        joint_rotations=driving.joint_rotations,
+        joint_rotations=joints.astype(np.float32),
         image_size=source.image_size,
         fps=driving.fps,
-        extras={"pose_mode": config.pose_mode, "smoothing": config.smoothing},
+        extras={**source.extras, "pose_mode": config.pose_mode, "expression_mode": config.expression_mode,
+                "smoothing": config.smoothing},
     )
+
+
+JAW = 1  # index of the jaw among a FLAME track's joint rotations [neck, jaw, left eye, right eye]
+
+
+def _transfer_expression(source: HeadTrack, driving: HeadTrack,
+                         config: AlignmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame expression and joint rotations of the aligned head (see the module docstring)."""
+    scale = config.expression_scale
+    joints = np.array(driving.joint_rotations, dtype=np.float64)
+    if config.expression_mode == "absolute":
+        if joints.shape[1] > JAW:
+            joints[:, JAW] *= scale
+        return driving.expression * scale, joints
+    if config.expression_mode != "relative":
+        raise ValueError(f"expression_mode must be 'absolute' or 'relative', got {config.expression_mode!r}.")
+    ref = config.reference_frame
+    expression = source.expression[:1] + (driving.expression - driving.expression[ref]) * scale
+    if joints.shape[1] > JAW and source.joint_rotations.shape[1] > JAW:
+        # Small jaw angles (about one axis in practice) add like vectors.
+        joints[:, JAW] = source.joint_rotations[0, JAW] + (joints[:, JAW] - joints[ref, JAW]) * scale
+    return expression, joints

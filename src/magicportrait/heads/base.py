@@ -38,9 +38,45 @@ class HeadModel(ABC):
         """`(T, 478, 3)` MediaPipe-landmark positions on `(T, V, 3)` vertices (any frame)."""
 
     def posed_vertices(self, head: HeadTrack) -> np.ndarray:
-        """`(T, V, 3)` float32 vertices in image space: ``scale * R v + translation``."""
+        """`(T, V, 3)` float32 vertices in image space (see :func:`project_to_image` for the camera)."""
         vertices = self.shape_vertices(head.identity, head.expression, head.joint_rotations)
+        return project_to_image(vertices, head)
+
+
+def project_to_image(vertices: np.ndarray, head: HeadTrack) -> np.ndarray:
+    """`(T, V, 3)` model-frame vertices -> image space with ``head``'s pose and camera.
+
+    Orthographic (default): ``scale * R v + translation``. Perspective: camera-space points
+    ``P = R v + translation`` are projected to ``f * P_xy / P_z + centre``; the image-space z is
+    ``f * P_z / translation_z`` (pixels at the head's depth), which keeps the depth order and makes the
+    screen-space mesh a local weak-perspective copy of the head, so the renderer's normals stay right.
+    """
+    if head.camera == "orthographic":
         return pose_vertices(vertices, head.rotation, head.scale, head.translation)
+    if head.camera != "perspective":
+        raise ValueError(f"Unknown camera {head.camera!r}; expected 'orthographic' or 'perspective'.")
+    camera_points = pose_vertices(vertices, head.rotation, np.ones(head.num_frames), head.translation)
+    return perspective_image_points(camera_points, float(head.extras["focal_px"]), head.image_size,
+                                    np.asarray(head.translation)[:, 2])
+
+
+def perspective_image_points(camera_points: np.ndarray, focal_px: float, image_size: tuple[int, int],
+                             reference_depth: np.ndarray) -> np.ndarray:
+    """`(T, N, 3)` camera-space points -> image space (x, y pixels about the image centre; z scaled to pixels)."""
+    height, width = image_size
+    depth = camera_points[..., 2:3]
+    if np.any(depth <= 0):
+        raise ValueError("A point is at or behind the perspective camera; the head track is corrupt.")
+    xy = focal_px * camera_points[..., :2] / depth + np.array([width / 2.0, height / 2.0])
+    z = focal_px * depth / np.asarray(reference_depth, np.float64)[:, None, None]
+    return np.concatenate([xy, z], axis=-1).astype(np.float32)
+
+
+def focal_length_px(fov_degrees: float, image_size: tuple[int, int]) -> float:
+    """Focal length in pixels of a camera whose field of view across the image's longer side is ``fov_degrees``."""
+    if not 0.0 < fov_degrees < 180.0:
+        raise ValueError(f"fov_degrees must be in (0, 180), got {fov_degrees}.")
+    return 0.5 * max(image_size) / np.tan(np.deg2rad(fov_degrees) / 2.0)
 
 
 def pose_vertices(vertices: np.ndarray, rotation: np.ndarray, scale: np.ndarray,

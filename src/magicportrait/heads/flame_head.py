@@ -6,7 +6,8 @@ a :class:`~magicportrait.types.HeadTrack`'s ``scale`` is pixels per centimetre. 
 axis-angle rotations of FLAME's [neck, jaw, left eye, right eye] joints expressed in the model frame (FLAME's
 global joint stays at the identity: the head's rotation is the HeadTrack's ``rotation``).
 
-Fitting (orthographic camera, like the official release), per video:
+Fitting (orthographic camera like the official release, or a perspective camera of a given field of view:
+``FlameFitConfig.camera``), per video:
 
 1. closed-form initial pose per frame: weighted similarity Procrustes of the FLAME template's embedded landmarks
    to the tracked landmarks (x, y and MediaPipe's z);
@@ -27,6 +28,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -34,11 +36,11 @@ import torch
 from magicportrait.config import option
 from magicportrait.geometry.procrustes import weighted_similarity_procrustes
 from magicportrait.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from magicportrait.heads.base import HeadModel
+from magicportrait.heads.base import HeadModel, focal_length_px
 from magicportrait.heads.embedding import load_flame_mediapipe_embedding, vertices_to_landmarks
 from magicportrait.heads.flame import FlameModel, flame_to_model_frame
 from magicportrait.heads.lbs import batch_rigid_transform, batch_rodrigues, pose_feature
-from magicportrait.types import HeadTrack, Track
+from magicportrait.types import FlameTrack, Track
 
 __all__ = ["FlameFitConfig", "FlameHeadModel", "METRES_TO_MODEL_UNITS", "NUM_JOINT_ROTATIONS",
            "rotation_error_degrees"]
@@ -54,6 +56,10 @@ _FLIP = np.array([1.0, -1.0, -1.0])  # FLAME frame <-> model frame (a rotation b
 class FlameFitConfig:
     """How FLAME is fitted to tracked landmarks."""
 
+    camera: Literal["orthographic", "perspective"] = option(
+        "orthographic", "orthographic: scale + 2D translation, like the official release; perspective: a pinhole "
+        "camera of field of view fov_degrees about the image centre, head position in centimetres.")
+    fov_degrees: float = option(20.0, "Field of view across the longer image side of the perspective camera.")
     identity_frames: int = option(32, "Frames (evenly spaced) used to estimate the video's identity shape.")
     chunk_size: int = option(256, "Frames optimised together once the identity is fixed (memory/time scale "
                                   "linearly with the video length).")
@@ -152,7 +158,7 @@ class FlameHeadModel(HeadModel):
         """`(478, 3)` landmarks of the mean FLAME head (model frame, cm)."""
         return self.landmarks(self.shape_vertices(np.zeros(self.num_shape), np.zeros((1, self.num_expression))))[0]
 
-    def fit(self, track: Track) -> HeadTrack:
+    def fit(self, track: Track) -> FlameTrack:
         if track.landmarks.ndim != 3 or track.landmarks.shape[1:] != (NUM_LANDMARKS, 3):
             raise ValueError(f"Expected landmarks of shape (T, {NUM_LANDMARKS}, 3), got {track.landmarks.shape}.")
         config = self.config
@@ -168,7 +174,8 @@ class FlameHeadModel(HeadModel):
             identity = np.zeros(self.num_shape)
             if self.num_shape:
                 identity = self._optimise(landmarks[picked], identity, fit_identity=True, temporal=False,
-                                          iterations=config.identity_iterations)["identity"]
+                                          iterations=config.identity_iterations,
+                                          image_size=track.image_size)["identity"]
             # Stage 2: identity fixed, every frame, in chunks.
             # Each chunk is tied to the previous chunk's last fitted frame by the temporal terms (no seam).
             frame_weights = np.where(np.asarray(track.detected, bool), 1.0, config.undetected_weight)
@@ -176,12 +183,18 @@ class FlameHeadModel(HeadModel):
             for start in range(0, num_frames, config.chunk_size):
                 chunk = slice(start, start + config.chunk_size)
                 results.append(self._optimise(landmarks[chunk], identity, fit_identity=False, temporal=True,
-                                              iterations=config.iterations, frame_weights=frame_weights[chunk],
+                                              iterations=config.iterations, image_size=track.image_size,
+                                              frame_weights=frame_weights[chunk],
                                               previous=results[-1] if results else None))
         finally:
             torch.set_num_threads(previous_threads)
         merged = {key: np.concatenate([r[key] for r in results]) for key in results[0] if key != "identity"}
-        return HeadTrack(
+        if config.camera == "perspective":
+            merged["scale"], merged["translation"] = merged["camera_scale"], merged["camera_translation"]
+        extras = {"units": "cm", "camera": config.camera, "fit_neck": config.fit_neck}
+        if config.camera == "perspective":
+            extras["focal_px"] = self._focal_px(track.image_size)
+        return FlameTrack(
             model=self.name,
             identity=identity.astype(np.float32),
             expression=merged["expression"].astype(np.float32),
@@ -192,8 +205,11 @@ class FlameHeadModel(HeadModel):
             image_size=track.image_size,
             fps=track.fps,
             residual=merged["residual"].astype(np.float32),
-            extras={"units": "cm", "camera": "orthographic", "fit_neck": config.fit_neck},
+            extras=extras,
         )
+
+    def _focal_px(self, image_size: tuple[int, int]) -> float:
+        return float(focal_length_px(self.config.fov_degrees, image_size))
 
     # ------------------------------------------------------------------ internals
 
@@ -257,9 +273,14 @@ class FlameHeadModel(HeadModel):
         return weighted_similarity_procrustes(shape, landmarks, self.landmark_weights)
 
     def _optimise(self, landmarks: np.ndarray, identity: np.ndarray, fit_identity: bool, temporal: bool,
-                  iterations: int, frame_weights: np.ndarray | None = None, previous: dict | None = None) -> dict:
+                  iterations: int, image_size: tuple[int, int], frame_weights: np.ndarray | None = None,
+                  previous: dict | None = None) -> dict:
         """One batched L-BFGS problem over ``landmarks`` `(T, 478, 3)`; ``previous``: the preceding chunk's
-        result, whose last frame anchors this chunk's temporal terms."""
+        result, whose last frame anchors this chunk's temporal terms.
+
+        The head's size and position are parametrised on screen for both cameras (``scale``: pixels per cm at
+        the head, ``translation``: where the origin projects), so the temporal terms read the same; the
+        perspective camera turns them into a depth ``f / scale`` and a camera-space position."""
         config = self.config
         dtype = torch.float32
         num_frames = landmarks.shape[0]
@@ -299,6 +320,10 @@ class FlameHeadModel(HeadModel):
         w_scale = smooth_weight(config.smooth_scale)
         w_expr = smooth_weight(config.smooth_expression)
 
+        perspective = config.camera == "perspective"
+        focal = self._focal_px(image_size)
+        centre = torch.tensor([image_size[1] / 2.0, image_size[0] / 2.0], dtype=dtype)
+
         def forward():
             rotation = batch_rodrigues(params["delta_rotation"]) @ rotation0_t  # (T, 3, 3)
             scale = scale0_t * torch.exp(params["log_scale"])
@@ -316,7 +341,12 @@ class FlameHeadModel(HeadModel):
                      batch_rodrigues(params["jaw"] * flip)]
             joint_rotations = torch.cat([torch.stack(local, dim=1), batch_rodrigues(params["eyes"] * flip)], dim=1)
             points = self._subset_landmarks(coefficients, joint_rotations, tables)  # (T, L, 3) model frame
-            projected = scale[:, None, None] * (points @ rotation[:, :2].transpose(1, 2)) + translation[:, None]
+            if perspective:
+                camera = _screen_to_camera(scale, translation, focal, centre)
+                camera_points = points @ rotation.transpose(1, 2) + camera[:, None]
+                projected = focal * camera_points[..., :2] / camera_points[..., 2:] + centre
+            else:
+                projected = scale[:, None, None] * (points @ rotation[:, :2].transpose(1, 2)) + translation[:, None]
             return projected, rotation, scale, translation
 
         step_delta = float(np.deg2rad(config.smooth_rotation_huber_deg))
@@ -396,11 +426,21 @@ class FlameHeadModel(HeadModel):
         shape = self.landmarks(self.shape_vertices(result_identity, expression, joints))
         depth = scale.numpy() * np.einsum("tj,tnj->tn", rotation[:, 2], shape).mean(-1)
         translation_z = landmarks[..., 2].mean(-1) - depth
-        return {"identity": result_identity, "expression": expression,
-                "rotation": matrix_to_axis_angle(rotation), "joint_rotations": joints,
-                "scale": scale.numpy(), "translation": np.concatenate([translation.numpy(),
-                                                                       translation_z[:, None]], axis=1),
-                "residual": residual.numpy()}
+        result = {"identity": result_identity, "expression": expression,
+                  "rotation": matrix_to_axis_angle(rotation), "joint_rotations": joints,
+                  "scale": scale.numpy(), "translation": np.concatenate([translation.numpy(),
+                                                                         translation_z[:, None]], axis=1),
+                  "residual": residual.numpy()}
+        if perspective:
+            result["camera_scale"] = np.ones(num_frames)
+            result["camera_translation"] = _screen_to_camera(scale, translation, focal, centre).numpy()
+        return result
+
+
+def _screen_to_camera(scale: torch.Tensor, origin: torch.Tensor, focal: float, centre: torch.Tensor) -> torch.Tensor:
+    """`(T, 3)` camera-space position (cm) of a head origin seen at ``origin`` (px) with ``scale`` px per cm."""
+    depth = focal / scale
+    return torch.cat([(origin - centre) * (depth / focal)[:, None], depth[:, None]], dim=1)
 
 
 def rotation_error_degrees(axis_angle_a: np.ndarray, axis_angle_b: np.ndarray) -> np.ndarray:
