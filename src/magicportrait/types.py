@@ -15,7 +15,7 @@ import numpy as np
 SCHEMA_VERSION = 1
 
 
-def _save_npz(path: str | os.PathLike, kind: str, arrays: dict[str, np.ndarray], meta: dict) -> Path:
+def save_npz(path: str | os.PathLike, kind: str, arrays: dict[str, np.ndarray], meta: dict) -> Path:
     """Write ``arrays`` and ``meta`` atomically (temp file + rename), so a crash never leaves half a file."""
     from magicportrait.io.atomic import atomic_path
 
@@ -27,7 +27,7 @@ def _save_npz(path: str | os.PathLike, kind: str, arrays: dict[str, np.ndarray],
     return path
 
 
-def _load_npz(path: str | os.PathLike, kind: str | tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict]:
+def load_npz(path: str | os.PathLike, kind: str | tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict]:
     from magicportrait.errors import InputError
 
     path = Path(path)
@@ -84,11 +84,11 @@ class Track:
         arrays = {"landmarks": self.landmarks, "boxes": self.boxes, "detected": self.detected,
                   "num_faces": self.num_faces}
         meta = {"fps": self.fps, "image_size": list(self.image_size), "source": self.source}
-        return _save_npz(path, "Track", arrays, meta)
+        return save_npz(path, "Track", arrays, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Track:
-        arrays, meta = _load_npz(path, "Track")
+        arrays, meta = load_npz(path, "Track")
         return cls(landmarks=arrays["landmarks"], boxes=arrays["boxes"], detected=arrays["detected"].astype(bool),
                    num_faces=arrays["num_faces"], fps=float(meta["fps"]), image_size=tuple(meta["image_size"]),
                    source=meta.get("source", ""))
@@ -159,13 +159,13 @@ class HeadTrack:
         arrays = {name: getattr(self, name) for name in ("identity", "expression", "rotation", "scale", "translation",
                                                           "joint_rotations", "residual")}
         meta = {"model": self.model, "image_size": list(self.image_size), "fps": self.fps, "extras": self.extras}
-        return _save_npz(path, self.kind, arrays, meta)
+        return save_npz(path, self.kind, arrays, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> HeadTrack:
         """Read a file written by :meth:`save`; ``HeadTrack.load`` also reads a FlameTrack file (as a FlameTrack)."""
         kinds = tuple(sub.kind for sub in (cls, *_subclasses(cls)))
-        arrays, meta = _load_npz(path, kinds)
+        arrays, meta = load_npz(path, kinds)
         track_class = next(sub for sub in (cls, *_subclasses(cls)) if sub.kind == meta["kind"])
         return track_class(model=meta["model"], image_size=tuple(meta["image_size"]), fps=float(meta["fps"]),
                            extras=meta.get("extras", {}), **arrays)

@@ -17,19 +17,24 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, skip: tuple[str, ...] = ()) -> None:
-    """Add ``--field-name`` for every field with help metadata; nested configs are flattened, shared names merged."""
+def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, skip: tuple[str, ...] = (),
+                         prefix: str = "") -> None:
+    """Add ``--field-name`` for every field with help metadata; nested configs are flattened, shared names merged.
+
+    A nested config field with ``metadata["prefix"]`` (e.g. ``"flame_"``) gets prefixed flags
+    (``--flame-chunk-size``), so its names cannot clash with the outer config's.
+    """
     hints = typing.get_type_hints(config_class)
     for item in dataclasses.fields(config_class):
         if item.name in skip:
             continue
         annotation, _ = _unwrap_optional(hints[item.name])
         if dataclasses.is_dataclass(annotation):
-            add_config_arguments(parser, annotation, skip)
+            add_config_arguments(parser, annotation, skip, prefix + item.metadata.get("prefix", ""))
             continue
         if "help" not in item.metadata:
             continue
-        flag = "--" + item.name.replace("_", "-")
+        flag = "--" + (prefix + item.name).replace("_", "-")
         if flag in parser._option_string_actions:  # a field shared by two configs (e.g. show_progress): one flag
             continue
         default = item.default
@@ -44,14 +49,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, sk
                                 help=f"{item.metadata['help']} (default: {default})")
 
 
-def config_from_args(config_class: type, args: argparse.Namespace) -> Any:
+def config_from_args(config_class: type, args: argparse.Namespace, prefix: str = "") -> Any:
     """Instantiate ``config_class`` (and nested configs) from parsed arguments with the same field names."""
     hints = typing.get_type_hints(config_class)
     values = {}
     for item in dataclasses.fields(config_class):
         annotation, _ = _unwrap_optional(hints[item.name])
         if dataclasses.is_dataclass(annotation):
-            values[item.name] = config_from_args(annotation, args)
-        elif hasattr(args, item.name):
-            values[item.name] = getattr(args, item.name)
+            values[item.name] = config_from_args(annotation, args, prefix + item.metadata.get("prefix", ""))
+        elif hasattr(args, prefix + item.name):
+            values[item.name] = getattr(args, prefix + item.name)
     return config_class(**values)

@@ -27,8 +27,9 @@ def _guide(args: argparse.Namespace) -> None:
         raise MagicPortraitError("guide needs --source IMAGE and --driving VIDEO (or --example).")
     config = config_from_args(GuideConfig, args)
     result = GuidePipeline(config).run(source, driving, args.output)
+    model = "FLAME" if result.head_model == "flame" else "the open face geometry (no FLAME file given)"
     print(f"Wrote {result.num_frames} frames of depth/normal/render guidance at {result.fps:g} fps to "
-          f"{result.output_dir}/")
+          f"{result.output_dir}/ using {model}")
     for name, path in result.files.items():
         print(f"  {name:13s} {path}")
     if result.missing_frames:

@@ -63,7 +63,8 @@ class FlameFitConfig:
     identity_frames: int = option(32, "Frames (evenly spaced) used to estimate the video's identity shape.")
     chunk_size: int = option(256, "Frames optimised together once the identity is fixed (memory/time scale "
                                   "linearly with the video length).")
-    identity_iterations: int = option(100, "L-BFGS iterations of the identity stage.")
+    identity_iterations: int = option(300, "L-BFGS iterations of the identity stage (it converges slowly: the "
+                                           "face's depth profile trades off against the head rotation).")
     iterations: int = option(60, "L-BFGS iterations per chunk of the per-frame stage.")
     landmark_sigma_px: float = option(1.5, "Expected landmark noise (px); the data term is residual^2 / sigma^2.")
     huber_px: float = option(4.0, "Residuals beyond this (px) count linearly (robust to bad landmarks).")

@@ -21,7 +21,7 @@ NUM_LANDMARKS = 478  # 468 mesh points + 2 x 5 iris points (refined landmarks)
 IRIS_POINTS = tuple(range(468, 478))
 
 
-def _connections() -> dict[str, frozenset]:
+def mediapipe_connections() -> dict[str, frozenset]:
     try:
         from mediapipe.python.solutions import face_mesh_connections as connections
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -82,7 +82,7 @@ def face_normals_z(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=1)
 def mesh_triangles() -> np.ndarray:
     """`(852, 3)` int64 triangles of the 468-point face mesh, consistently wound (orientation fixed later)."""
-    triangles = triangles_from_edges(set(_connections()["FACEMESH_TESSELATION"]))
+    triangles = triangles_from_edges(set(mediapipe_connections()["FACEMESH_TESSELATION"]))
     return orient_consistently(triangles)
 
 
@@ -90,7 +90,7 @@ def mesh_triangles() -> np.ndarray:
 def landmark_groups() -> dict[str, np.ndarray]:
     """Point indices of the named regions (lips, eyes, eyebrows, irises, face oval, nose)."""
     groups = {}
-    for name, edges in _connections().items():
+    for name, edges in mediapipe_connections().items():
         if name in ("FACEMESH_TESSELATION", "FACEMESH_CONTOURS"):
             continue
         groups[name.removeprefix("FACEMESH_").lower()] = np.array(sorted({i for edge in edges for i in edge}))

@@ -3,14 +3,22 @@
 Flow (each stage's output is saved so it can be reused): track the source and the driving video ->
 fit the head model -> structured alignment (source identity, driving motion) -> render the three maps of
 every frame in the source's square face crop, streamed to videos and PNG folders.
+
+Head model: FLAME when a FLAME file is given (``GuideConfig.flame``, ``--flame PATH`` or the environment
+variable ``MAGICPORTRAIT_FLAME``), else the open face geometry. With FLAME, the render map's albedo and SH
+light are estimated from the source portrait, or fitted in FLAME's texture space when ``FLAME_texture.npz`` is
+given (``--flame-texture`` / ``MAGICPORTRAIT_FLAME_TEXTURE``); with the open geometry the portrait itself is
+the albedo.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -20,15 +28,22 @@ from magicportrait.alignment import AlignmentConfig, align_to_source
 from magicportrait.config import option
 from magicportrait.errors import InputError
 from magicportrait.heads import HeadModel, MediaPipeHeadModel
+from magicportrait.heads.flame_head import FlameFitConfig
 from magicportrait.io.atomic import ensure_writable_dir, staged_output_dir
+from magicportrait.rendering.appearance import AppearanceConfig
 from magicportrait.tracking import FaceTracker, TrackerConfig
 from magicportrait.tracking.boxes import crop_matrix, transform_points
 from magicportrait.types import HeadTrack, Track
+
+if TYPE_CHECKING:
+    from magicportrait.rendering.appearance import RenderAppearance
 
 logger = logging.getLogger(__name__)
 MAP_NAMES = ("depth", "normal", "render")
 MIN_SIZE, MAX_SIZE = 64, 2048
 VIDEO_PRESET = "veryfast"  # flat-shaded maps compress well; x264 "medium" would dominate the run time
+FLAME_ENV = "MAGICPORTRAIT_FLAME"
+FLAME_TEXTURE_ENV = "MAGICPORTRAIT_FLAME_TEXTURE"
 
 
 @dataclass
@@ -44,14 +59,56 @@ class GuideConfig:
     chunk_size: int = option(4, "Frames rendered per batch (larger uses more memory for little gain).")
     device: str = option("cpu", "Torch device for rendering, e.g. cpu or cuda.")
     show_progress: bool = option(True, "Show progress bars.")
+    flame: str | None = option(None, f"FLAME model file (FLAME 2020 generic_model.pkl, FLAME 2023 .pkl, or .npz); "
+                                     f"default: ${FLAME_ENV}; without one the open face geometry is used.")
+    flame_texture: str | None = option(None, f"FLAME texture space FLAME_texture.npz for the render map; default: "
+                                             f"${FLAME_TEXTURE_ENV}; without one the albedo is estimated.")
+    flame_shape_components: int = option(100, "FLAME identity components used (the official release: 100).")
+    flame_expression_components: int = option(50, "FLAME expression components used (the official release: 50).")
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    flame_fit: FlameFitConfig = field(default_factory=FlameFitConfig, metadata={"prefix": "flame_"})
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig, metadata={"prefix": "appearance_"})
 
     def __post_init__(self) -> None:
         if not MIN_SIZE <= self.size <= MAX_SIZE:
             raise InputError(f"size {self.size} is outside {MIN_SIZE}..{MAX_SIZE}; 512 matches the diffusion model.")
         if self.max_frames is not None and self.max_frames < 1:
             raise InputError(f"max_frames must be at least 1, got {self.max_frames}.")
+
+    def flame_path(self) -> Path | None:
+        """The FLAME file to use: the config's, else ``$MAGICPORTRAIT_FLAME``, else None (open geometry)."""
+        return _configured_file(self.flame, FLAME_ENV, "FLAME model")
+
+    def flame_texture_path(self) -> Path | None:
+        return _configured_file(self.flame_texture, FLAME_TEXTURE_ENV, "FLAME texture space")
+
+
+def _configured_file(value: str | None, env: str, what: str) -> Path | None:
+    origin = "given" if value else f"named by ${env}"
+    value = value or os.environ.get(env) or None
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise InputError(f"The {what} file {origin} does not exist: {path}. Point to the file you downloaded "
+                         f"(see the README, 'FLAME'), or unset it to use the open face geometry.")
+    return path
+
+
+def head_model_from_config(config: GuideConfig) -> HeadModel:
+    """FLAME when the config (or the environment) names a FLAME file, else the open face geometry."""
+    path = config.flame_path()
+    if path is None:
+        logger.info("Head model: the open face geometry (give --flame PATH or $%s for FLAME).", FLAME_ENV)
+        return MediaPipeHeadModel()
+    from magicportrait.heads.flame_head import FlameHeadModel
+
+    model = FlameHeadModel.from_file(path, num_shape=config.flame_shape_components,
+                                     num_expression=config.flame_expression_components, config=config.flame_fit)
+    logger.info("Head model: FLAME from %s (%d identity, %d expression components).", path, model.num_shape,
+                model.num_expression)
+    return model
 
 
 @dataclass
@@ -62,6 +119,7 @@ class SourceFace:
     crop_matrix: np.ndarray  # (2, 3) original image -> crop pixels
     track: Track  # T=1, crop space
     head: HeadTrack  # T=1, crop space
+    appearance: RenderAppearance | None = None  # how the render map is coloured (FLAME); None: the crop itself
 
 
 @dataclass
@@ -71,6 +129,7 @@ class GuideResult:
     fps: float
     missing_frames: list[int]
     files: dict[str, Path]
+    head_model: str = "mediapipe"  # which head model made the guidance: "mediapipe" (open geometry) or "flame"
 
 
 def crop_track(track: Track, matrix: np.ndarray, size: int) -> Track:
@@ -106,7 +165,7 @@ class GuidePipeline:
 
     def __init__(self, config: GuideConfig | None = None, head_model: HeadModel | None = None) -> None:
         self.config = config or GuideConfig()
-        self.head_model = head_model or MediaPipeHeadModel()
+        self.head_model = head_model or head_model_from_config(self.config)
 
     # 1. Source ---------------------------------------------------------------------------------------------
     def prepare_source(self, image: np.ndarray, tracker: FaceTracker, source_name: str = "") -> SourceFace:
@@ -118,7 +177,31 @@ class GuidePipeline:
         matrix = crop_matrix(track.boxes[0], size)
         crop = crop_face(image, track.boxes[0], size)
         cropped = crop_track(track, matrix, size)
-        return SourceFace(crop=crop, crop_matrix=matrix, track=cropped, head=self.head_model.fit(cropped))
+        head = self.head_model.fit(cropped)
+        return SourceFace(crop=crop, crop_matrix=matrix, track=cropped, head=head,
+                          appearance=self.estimate_appearance(crop, cropped, head))
+
+    def estimate_appearance(self, crop: np.ndarray, track: Track, head: HeadTrack) -> RenderAppearance | None:
+        """The render map's albedo and SH light, from the source crop (FLAME; the open geometry uses the crop)."""
+        if self.head_model.name == "mediapipe":
+            return None
+        from magicportrait.rendering.appearance import (
+            estimate_appearance,
+            face_region_mask,
+            fit_texture_appearance,
+            load_flame_texture_space,
+        )
+
+        vertices = self.head_model.posed_vertices(head)[0]
+        region = face_region_mask(track.landmarks[0, :, :2], crop.shape[:2])
+        texture_path = self.config.flame_texture_path()
+        config = self.config.appearance
+        if texture_path is not None:
+            space = load_flame_texture_space(texture_path, num_components=config.texture_components,
+                                             size=config.texture_size)
+            return fit_texture_appearance(crop, vertices, self.head_model.faces, region, space, config=config)
+        rest = self.head_model.shape_vertices(np.zeros_like(head.identity), head.expression[:1] * 0)[0]
+        return estimate_appearance(crop, vertices, self.head_model.faces, region, rest_vertices=rest, config=config)
 
     # 2. Driving --------------------------------------------------------------------------------------------
     def track_driving(self, driving_path: str | Path, tracker: FaceTracker) -> Track:
@@ -145,14 +228,19 @@ class GuidePipeline:
     def render_chunks(self, source: SourceFace, aligned: HeadTrack):
         """Yield dicts of `(n, size, size, 3)` uint8 maps ('depth', 'normal', 'render'), chunk by chunk."""
         from magicportrait.rendering import GuidanceRenderer
+        from magicportrait.rendering.appearance import AppearanceRenderer
 
         size = self.config.size
-        renderer = GuidanceRenderer(self.head_model.faces, image_size=(size, size), device=self.config.device)
-        uv = source.track.landmarks[0, :, :2]
+        if source.appearance is not None:
+            renderer = AppearanceRenderer(self.head_model.faces, source.appearance, image_size=(size, size),
+                                          device=self.config.device)
+            colouring = {}
+        else:  # the open geometry's vertices are the landmarks: the crop itself is their texture
+            renderer = GuidanceRenderer(self.head_model.faces, image_size=(size, size), device=self.config.device)
+            colouring = {"texture": source.crop, "uv": source.track.landmarks[0, :, :2]}
         for start in range(0, aligned.num_frames, self.config.chunk_size):
             chunk = aligned.select(slice(start, start + self.config.chunk_size))
-            vertices = self.head_model.posed_vertices(chunk)
-            yield renderer.render_uint8(vertices, texture=source.crop, uv=uv)
+            yield renderer.render_uint8(self.head_model.posed_vertices(chunk), **colouring)
 
     # Whole job ---------------------------------------------------------------------------------------------
     def run(self, source_path: str | Path, driving_path: str | Path, output_dir: str | Path) -> GuideResult:
@@ -173,10 +261,12 @@ class GuidePipeline:
             driving_track.save(files["track"])
             source.track.save(files["source_track"])
             aligned.save(files["aligned_head"])
+            if source.appearance is not None:
+                files["appearance"] = source.appearance.save(stage / "appearance.npz")
             files.update(self._write_maps(stage, source, aligned, driving_path, driving_track))
         output_dir = Path(output_dir)
         return GuideResult(output_dir=output_dir, num_frames=aligned.num_frames, fps=driving_track.fps,
-                           missing_frames=driving_track.missing_frames.tolist(),
+                           missing_frames=driving_track.missing_frames.tolist(), head_model=self.head_model.name,
                            files={name: output_dir / path.relative_to(stage) for name, path in files.items()})
 
     def _write_maps(self, stage: Path, source: SourceFace, aligned: HeadTrack, driving_path: str | Path,

@@ -3,6 +3,20 @@
 Vertices are in image space (x right, y down, z into the scene; pixels) and projected orthographically.
 """
 
+from .appearance import (
+    AppearanceConfig,
+    AppearanceRenderer,
+    FlameTextureSpace,
+    RenderAppearance,
+    estimate_appearance,
+    face_oval_loop,
+    face_region_mask,
+    fit_texture_appearance,
+    load_flame_texture_space,
+    mirror_vertices,
+    polygon_mask,
+    unweld,
+)
 from .rasterizer import (
     AREA_EPS,
     EDGE_EPS,
@@ -33,8 +47,11 @@ from .shading import (
 
 __all__ = [
     "AREA_EPS",
+    "AppearanceConfig",
+    "AppearanceRenderer",
     "DEFAULT_SH_LIGHT",
     "EDGE_EPS",
+    "FlameTextureSpace",
     "MAX_CHUNK",
     "MAX_ROWS",
     "SH_CONSTANTS",
@@ -43,18 +60,27 @@ __all__ = [
     "Fragments",
     "GuidanceMaps",
     "GuidanceRenderer",
+    "RenderAppearance",
     "as_foreground",
     "as_texture",
     "camera_normals",
     "depth_map",
+    "estimate_appearance",
+    "face_oval_loop",
+    "face_region_mask",
+    "fit_texture_appearance",
     "interpolate",
     "lambertian_shading",
+    "load_flame_texture_space",
+    "mirror_vertices",
     "normal_map",
+    "polygon_mask",
     "rasterize",
     "rasterize_foreground",
     "sample_texture",
     "shaded_map",
     "sh_basis",
     "sh_shading",
+    "unweld",
     "vertex_normals",
 ]
