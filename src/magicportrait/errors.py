@@ -19,3 +19,7 @@ class DependencyError(MagicPortraitError):
 
 class OutputError(MagicPortraitError):
     """An output path cannot be written."""
+
+
+class CheckpointError(InputError):
+    """Model weights are missing, unreadable, or do not match the model (missing / unexpected / mis-shaped keys)."""
