@@ -17,14 +17,7 @@ logger = logging.getLogger("magicportrait")
 def _guide(args: argparse.Namespace) -> None:
     from magicportrait.pipelines.guide import GuideConfig, GuidePipeline
 
-    source, driving = args.source, args.driving
-    if args.example:
-        from magicportrait.pipelines.example import write_example
-
-        logger.info("Writing the bundled example into %s", Path(args.output) / "example")
-        source, driving = write_example(Path(args.output) / "example")
-    if source is None or driving is None:
-        raise MagicPortraitError("guide needs --source IMAGE and --driving VIDEO (or --example).")
+    source, driving = _inputs(args)
     config = config_from_args(GuideConfig, args)
     result = GuidePipeline(config).run(source, driving, args.output)
     model = "FLAME" if result.head_model == "flame" else "the open face geometry (no FLAME file given)"
@@ -34,6 +27,32 @@ def _guide(args: argparse.Namespace) -> None:
         print(f"  {name:13s} {path}")
     if result.missing_frames:
         print(f"  note: no face in {len(result.missing_frames)} frames; they were interpolated.")
+
+
+def _animate(args: argparse.Namespace) -> None:
+    from magicportrait.pipelines.animate import AnimateConfig, MagicPortraitPipeline
+
+    source, driving = _inputs(args)
+    config = config_from_args(AnimateConfig, args)
+    pipeline = MagicPortraitPipeline.from_pretrained(config=config)
+    result = pipeline.run(source, driving, args.output)
+    print(f"Wrote {result.num_frames} frames at {result.fps:g} fps with the {result.backend} generator to "
+          f"{result.output_dir}/")
+    for name, path in result.files.items():
+        print(f"  {name:9s} {path}")
+
+
+def _inputs(args: argparse.Namespace) -> tuple[str, str]:
+    """--source/--driving, or the bundled example written into the output folder's example/."""
+    source, driving = args.source, args.driving
+    if args.example:
+        from magicportrait.pipelines.example import write_example
+
+        logger.info("Writing the bundled example into %s", Path(args.output) / "example")
+        source, driving = write_example(Path(args.output) / "example")
+    if source is None or driving is None:
+        raise MagicPortraitError(f"{args.command} needs --source IMAGE and --driving VIDEO (or --example).")
+    return source, driving
 
 
 def _track(args: argparse.Namespace) -> None:
@@ -66,7 +85,15 @@ def _example(args: argparse.Namespace) -> None:
     print(f"Wrote the bundled example: {source} and {driving}")
 
 
+def _add_inputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", "-s", help="Portrait image (jpg/png/webp).")
+    parser.add_argument("--driving", "-d", help="Driving video (mp4/mov/webm/avi/mkv).")
+    parser.add_argument("--example", action="store_true", help="Use the bundled example portrait and video.")
+    parser.add_argument("--output", "-o", required=True, help="Output folder.")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from magicportrait.pipelines.animate import AnimateConfig
     from magicportrait.pipelines.guide import GuideConfig
     from magicportrait.tracking import TrackerConfig
 
@@ -77,12 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     guide = commands.add_parser("guide", help="Render depth/normal/render guidance of the source face performing "
                                 "the driving video's motion.")
-    guide.add_argument("--source", "-s", help="Portrait image (jpg/png/webp).")
-    guide.add_argument("--driving", "-d", help="Driving video (mp4/mov/webm/avi/mkv).")
-    guide.add_argument("--example", action="store_true", help="Use the bundled example portrait and video.")
-    guide.add_argument("--output", "-o", required=True, help="Output folder.")
+    _add_inputs(guide)
     add_config_arguments(guide, GuideConfig)
     guide.set_defaults(handler=_guide)
+
+    animate = commands.add_parser("animate", help="Reenact the portrait with the driving video's motion using the "
+                                  "diffusion generator (needs the released weights: --weights DIR).")
+    _add_inputs(animate)
+    add_config_arguments(animate, AnimateConfig)
+    animate.set_defaults(handler=_animate)
 
     track = commands.add_parser("track", help="Track the face in a video (or image) and save a Track .npz.")
     track.add_argument("input", help="Video or image file.")

@@ -1,0 +1,165 @@
+"""Find and load the official MagicPortrait release (strictly: every key accounted for).
+
+The release is three user-supplied folders (nothing is downloaded at run time):
+
+- the MagicPortrait checkpoints ``ckpts/``: ``denoising_unet.pth``, ``reference_unet.pth``,
+  ``guidance_encoder_{depth,normal,render}.pth`` and ``motion_module*.pth``;
+- Stable Diffusion 1.5 in diffusers format: ``unet/config.json`` (its weights are not needed: the checkpoints
+  replace every tensor), ``text_encoder/`` and ``tokenizer/``;
+- the VAE ``sd-vae-ft-mse`` in diffusers format.
+
+``huggingface-cli download mengtingwei/MagicPortrait --local-dir pretrained`` (on a machine with internet) gives
+all three as ``pretrained/{ckpts,stable-diffusion-v1-5,sd-vae-ft-mse}``; pass ``pretrained`` as the weights folder
+and the other two are found inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from magicportrait.errors import CheckpointError
+
+__all__ = ["DEFAULT_PROMPT", "OFFICIAL_MOTION_MODULE_KWARGS", "ReleasePaths", "encode_prompt", "load_release",
+           "resolve_release_paths"]
+
+DEFAULT_PROMPT = "A close up of a person."  # the official release's fixed prompt
+WEIGHTS_ENV, SD15_ENV, VAE_ENV = "MAGICPORTRAIT_WEIGHTS", "MAGICPORTRAIT_SD15", "MAGICPORTRAIT_VAE"
+OFFICIAL_GUIDANCE_ENCODER = {"guidance_embedding_channels": 320, "guidance_input_channels": 3,
+                             "block_out_channels": (16, 32, 96, 256)}
+OFFICIAL_MOTION_MODULE_KWARGS = {"num_attention_heads": 8, "num_transformer_block": 1,
+                                 "attention_block_types": ["Temporal_Self", "Temporal_Self"],
+                                 "temporal_position_encoding": True, "temporal_position_encoding_max_len": 32,
+                                 "temporal_attention_dim_div": 1}
+"""``unet_additional_kwargs.motion_module_kwargs`` of the official inference config (AnimateDiff v2 layout)."""
+
+GET_WEIGHTS = ("Get them on a machine with internet: `huggingface-cli download mengtingwei/MagicPortrait "
+               "--local-dir pretrained`, copy `pretrained/` here and pass `--weights pretrained` (or set "
+               f"${WEIGHTS_ENV}). See the README, 'Diffusion weights'.")
+
+
+@dataclass(frozen=True)
+class ReleasePaths:
+    ckpts: Path
+    sd15: Path
+    vae: Path
+    motion_module: Path
+
+
+def _env_path(value: str | os.PathLike | None, env: str) -> Path | None:
+    value = value or os.environ.get(env) or None
+    return Path(value).expanduser() if value is not None else None
+
+
+def resolve_release_paths(weights: str | os.PathLike | None = None, sd15: str | os.PathLike | None = None,
+                          vae: str | os.PathLike | None = None,
+                          motion_module: str | os.PathLike | None = None) -> ReleasePaths:
+    """Locate the release's files; raise one :class:`CheckpointError` listing everything that is missing."""
+    from magicportrait.models.checkpoints import find_official_checkpoints
+
+    root = _env_path(weights, WEIGHTS_ENV)
+    if root is None:
+        raise CheckpointError(f"No diffusion weights given. MagicPortrait's generator needs the released "
+                              f"checkpoints, Stable Diffusion 1.5 and sd-vae-ft-mse. {GET_WEIGHTS}")
+    if not root.is_dir():
+        raise CheckpointError(f"Weights folder {root} does not exist. {GET_WEIGHTS}")
+    ckpts = root / "ckpts" if (root / "ckpts").is_dir() else root
+    sd15_dir = _env_path(sd15, SD15_ENV) or _first_dir(root, "stable-diffusion-v1-5", "sd15", "sd-v1-5")
+    vae_dir = _env_path(vae, VAE_ENV) or _first_dir(root, "sd-vae-ft-mse", "vae")
+    problems = []
+    try:
+        found = find_official_checkpoints(ckpts)
+    except CheckpointError as error:
+        problems.append(str(error))
+        found = {}
+    if sd15_dir is None or not (sd15_dir / "unet" / "config.json").is_file():
+        problems.append(f"Stable Diffusion 1.5 folder with unet/config.json, text_encoder/ and tokenizer/ not found "
+                        f"(looked for {sd15_dir or root / 'stable-diffusion-v1-5'}; pass --sd15 DIR).")
+    else:
+        problems += [f"{sd15_dir / sub} is missing." for sub in ("text_encoder", "tokenizer")
+                     if not (sd15_dir / sub).is_dir()]
+    if vae_dir is None or not (vae_dir / "config.json").is_file():
+        problems.append(f"VAE folder sd-vae-ft-mse with config.json not found "
+                        f"(looked for {vae_dir or root / 'sd-vae-ft-mse'}; pass --vae DIR).")
+    motion = _env_path(motion_module, "MAGICPORTRAIT_MOTION_MODULE") or found.get("motion_module")
+    if motion is not None and not motion.is_file():
+        problems.append(f"Motion module file {motion} does not exist.")
+    if problems:
+        raise CheckpointError("The diffusion weights are incomplete:\n  - " + "\n  - ".join(problems) +
+                              f"\n{GET_WEIGHTS}")
+    return ReleasePaths(ckpts=ckpts, sd15=sd15_dir, vae=vae_dir, motion_module=motion)
+
+
+def _first_dir(root: Path, *names: str) -> Path | None:
+    return next((root / name for name in names if (root / name).is_dir()), None)
+
+
+def encode_prompt(sd15: Path, prompt: str = DEFAULT_PROMPT, device: str | torch.device = "cpu") -> torch.Tensor:
+    """`(1, 77, D)` CLIP text embedding (last hidden state) of ``prompt``, as the official release computes it."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(sd15 / "tokenizer"), local_files_only=True)
+    encoder = CLIPTextModel.from_pretrained(str(sd15 / "text_encoder"), local_files_only=True).to(device).eval()
+    length = min(tokenizer.model_max_length, encoder.config.max_position_embeddings)  # 77 for CLIP
+    ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return encoder(ids.to(device))[0].float()
+
+
+def load_release(paths: ReleasePaths, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 prompt: str = DEFAULT_PROMPT) -> dict:
+    """Build every model of the release and load its weights strictly. Returns the pipeline's components:
+    ``vae``, ``reference_unet``, ``denoising_unet``, ``guidance_encoders`` (depth/normal/render) and
+    ``text_embeddings``."""
+    from diffusers import AutoencoderKL
+
+    from magicportrait.models.checkpoints import (
+        load_strict,
+        merge_motion_modules,
+        read_motion_modules,
+        read_state_dict,
+    )
+    from magicportrait.models.guidance_encoder import GuidanceEncoder
+    from magicportrait.models.reference_unet import ReferenceUNet2DConditionModel
+    from magicportrait.models.unet_3d import UNet3DConditionModel
+
+    unet_config = json.loads((paths.sd15 / "unet" / "config.json").read_text())
+    denoising = UNet3DConditionModel.from_unet2d_config(dict(unet_config),
+                                                        motion_module_kwargs=dict(OFFICIAL_MOTION_MODULE_KWARGS))
+    merged = merge_motion_modules(read_state_dict(paths.ckpts / "denoising_unet.pth"),
+                                  read_motion_modules(paths.motion_module), source=str(paths.motion_module))
+    load_strict(denoising, merged, f"{paths.ckpts / 'denoising_unet.pth'} + {paths.motion_module}")
+    reference = ReferenceUNet2DConditionModel.from_unet2d_config(dict(unet_config))
+    load_strict(reference, read_state_dict(paths.ckpts / "reference_unet.pth"),
+                str(paths.ckpts / "reference_unet.pth"))
+    width = int(unet_config["block_out_channels"][0])
+    encoders = {}
+    for name in ("depth", "normal", "render"):
+        path = paths.ckpts / f"guidance_encoder_{name}.pth"
+        state = read_state_dict(path)
+        blocks = _guidance_blocks(state, path)
+        encoders[name] = GuidanceEncoder(guidance_embedding_channels=width, guidance_input_channels=3,
+                                         block_out_channels=blocks)
+        load_strict(encoders[name], state, str(path))
+    vae = AutoencoderKL.from_pretrained(str(paths.vae), local_files_only=True)
+    text = encode_prompt(paths.sd15, prompt)
+    components = {"vae": vae, "reference_unet": reference, "denoising_unet": denoising,
+                  "guidance_encoders": encoders}
+    for module in [vae, reference, denoising, *encoders.values()]:
+        module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    components["text_embeddings"] = text.to(device=device, dtype=dtype)
+    return components
+
+
+def _guidance_blocks(state: dict, path: Path) -> tuple[int, ...]:
+    """The encoder's stage widths, read from its checkpoint (the official release: 16, 32, 96, 256)."""
+    try:
+        first = int(state["conv_in.weight"].shape[0])
+        widths = [int(state[f"blocks.{i}.weight"].shape[0]) for i in (1, 3, 5)]
+    except KeyError as missing:
+        raise CheckpointError(f"{path}: not a guidance-encoder checkpoint (no {missing}).") from None
+    return (first, *widths)

@@ -1,0 +1,113 @@
+"""``magicportrait animate`` end to end on the bundled example with tiny random weights the test writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from magicportrait.cli.main import main
+from magicportrait.io.video import iter_frames, probe_video
+from magicportrait.pipelines.example import write_example
+
+NUM_FRAMES = 14  # two context windows of 12 (the second wraps around), like the official run
+SIZE = 128
+FAST = ["--size", str(SIZE), "--steps", "2", "--max-frames", str(NUM_FRAMES), "--no-show-progress",
+        "--no-write-preview"]
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    from magicportrait.models.tiny import write_tiny_release
+
+    return write_tiny_release(tmp_path_factory.mktemp("release"))
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    return write_example(tmp_path_factory.mktemp("example"), num_frames=20)
+
+
+@pytest.fixture(scope="module")
+def animated(release, example, tmp_path_factory):
+    source, driving = example
+    output = tmp_path_factory.mktemp("animate") / "out"
+    assert main(["animate", "-s", str(source), "-d", str(driving), "-o", str(output), "--weights", str(release),
+                 *FAST]) == 0
+    return output
+
+
+def test_result_and_grid(animated):
+    result = probe_video(animated / "result.mp4")
+    assert (result.num_frames, result.fps, result.width, result.height) == (NUM_FRAMES, 25.0, SIZE, SIZE)
+    grid = probe_video(animated / "grid.mp4")
+    assert (grid.num_frames, grid.width, grid.height) == (NUM_FRAMES, 6 * SIZE, SIZE)
+    assert (animated / "guidance" / "depth" / "frame_0014.png").is_file()
+    frames = np.stack(list(iter_frames(animated / "result.mp4"))).astype(float)
+    assert frames.std() > 5  # random weights give a textured image, not a flat (NaN -> 0) frame
+    # The grid's last panel is the result, its first the source crop.
+    panel = next(iter_frames(animated / "grid.mp4"))[:, 5 * SIZE:].astype(float)
+    assert np.abs(panel - frames[0]).mean() < 6
+
+
+def test_same_seed_same_video_and_guidance_matters(release, example):
+    from magicportrait.io.image import load_image
+    from magicportrait.models.release import load_release, resolve_release_paths
+    from magicportrait.pipelines.generation import GenerationConfig, GenerationPipeline
+
+    torch.manual_seed(0)
+    pipeline = GenerationPipeline(**load_release(resolve_release_paths(release)))
+    reference = load_image(example[0])[:SIZE, :SIZE]
+    rng = np.random.default_rng(0)
+    guidance = {name: rng.integers(0, 256, (NUM_FRAMES, SIZE, SIZE, 3), dtype=np.uint8)
+                for name in ("depth", "normal", "render")}
+    config = GenerationConfig(steps=2, show_progress=False)
+    first = pipeline.generate_latents(reference, guidance, config)
+    second = pipeline.generate_latents(reference, guidance, config)
+    assert torch.isfinite(first).all() and first.shape == (1, 4, NUM_FRAMES, SIZE // 8, SIZE // 8)
+    assert torch.equal(first, second)
+    other = pipeline.generate_latents(reference, {**guidance, "depth": guidance["depth"][::-1].copy()}, config)
+    assert (other - first).abs().mean() > 1e-3  # the guidance reaches the result
+
+
+def test_missing_weights_say_what_is_needed(example, tmp_path, capsys):
+    source, driving = example
+    (tmp_path / "weights" / "ckpts").mkdir(parents=True)
+    code = main(["animate", "-s", str(source), "-d", str(driving), "-o", str(tmp_path / "out"), "--weights",
+                 str(tmp_path / "weights"), *FAST])
+    assert code == 2
+    error = capsys.readouterr().err
+    for needed in ("denoising_unet.pth", "reference_unet.pth", "guidance_encoder_depth.pth", "motion_module",
+                   "stable-diffusion-v1-5", "sd-vae-ft-mse", "huggingface-cli download mengtingwei/MagicPortrait"):
+        assert needed in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_weights_at_all(example, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MAGICPORTRAIT_WEIGHTS", raising=False)
+    source, driving = example
+    assert main(["animate", "-s", str(source), "-d", str(driving), "-o", str(tmp_path / "out"), *FAST]) == 2
+    assert "No diffusion weights given" in capsys.readouterr().err
+
+
+def test_mismatched_checkpoint_is_refused(release, example, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(release, broken)
+    state = torch.load(broken / "ckpts" / "reference_unet.pth", weights_only=True)
+    state.pop("conv_in.weight")
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, broken / "ckpts" / "reference_unet.pth")
+    source, driving = example
+    assert main(["animate", "-s", str(source), "-d", str(driving), "-o", str(tmp_path / "out"), "--weights",
+                 str(broken), *FAST]) == 2
+    error = capsys.readouterr().err
+    assert "reference_unet.pth" in error and "conv_in.weight" in error and "extra.weight" in error
+
+
+def test_size_must_suit_the_latents(release, example, tmp_path, capsys):
+    source, driving = example
+    assert main(["animate", "-s", str(source), "-d", str(driving), "-o", str(tmp_path / "out"), "--weights",
+                 str(release), "--size", "100", "--no-show-progress"]) == 2
+    assert "multiple of 64" in capsys.readouterr().err
