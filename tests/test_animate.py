@@ -111,3 +111,21 @@ def test_size_must_suit_the_latents(release, example, tmp_path, capsys):
     assert main(["animate", "-s", str(source), "-d", str(driving), "-o", str(tmp_path / "out"), "--weights",
                  str(release), "--size", "100", "--no-show-progress"]) == 2
     assert "multiple of 64" in capsys.readouterr().err
+
+
+def test_own_format_round_trip(release, example, tmp_path):
+    from magicportrait.io.image import load_image
+    from magicportrait.pipelines.animate import AnimateConfig, MagicPortraitPipeline
+    from magicportrait.pipelines.generation import GenerationConfig
+
+    config = AnimateConfig(generation=GenerationConfig(steps=1, show_progress=False))
+    official = MagicPortraitPipeline.from_pretrained(release, config=config)
+    saved = official.save_pretrained(tmp_path / "saved")
+    assert (saved / "denoising_unet.safetensors").is_file() and (saved / "denoising_unet.json").is_file()
+    reloaded = MagicPortraitPipeline.from_pretrained(saved, config=config)
+    reference = load_image(example[0])[:SIZE, :SIZE]
+    guidance = {name: np.full((3, SIZE, SIZE, 3), 100 + 20 * i, np.uint8)
+                for i, name in enumerate(("depth", "normal", "render"))}
+    first = official.generator.generate_latents(reference, guidance, config.generation)
+    second = reloaded.generator.generate_latents(reference, guidance, config.generation)
+    assert torch.equal(first, second)

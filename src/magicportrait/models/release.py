@@ -24,8 +24,8 @@ import torch
 
 from magicportrait.errors import CheckpointError
 
-__all__ = ["DEFAULT_PROMPT", "OFFICIAL_MOTION_MODULE_KWARGS", "ReleasePaths", "encode_prompt", "load_release",
-           "resolve_release_paths"]
+__all__ = ["DEFAULT_PROMPT", "OFFICIAL_MOTION_MODULE_KWARGS", "ReleasePaths", "encode_prompt", "is_saved_release",
+           "load_release", "load_saved_release", "resolve_release_paths", "save_release"]
 
 DEFAULT_PROMPT = "A close up of a person."  # the official release's fixed prompt
 WEIGHTS_ENV, SD15_ENV, VAE_ENV = "MAGICPORTRAIT_WEIGHTS", "MAGICPORTRAIT_SD15", "MAGICPORTRAIT_VAE"
@@ -37,6 +37,7 @@ OFFICIAL_MOTION_MODULE_KWARGS = {"num_attention_heads": 8, "num_transformer_bloc
                                  "temporal_attention_dim_div": 1}
 """``unet_additional_kwargs.motion_module_kwargs`` of the official inference config (AnimateDiff v2 layout)."""
 
+SAVED_MARKER = "magicportrait_release.json"  # our own format (safetensors + configs), see save_release
 GET_WEIGHTS = ("Get them on a machine with internet: `huggingface-cli download mengtingwei/MagicPortrait "
                "--local-dir pretrained`, copy `pretrained/` here and pass `--weights pretrained` (or set "
                f"${WEIGHTS_ENV}). See the README, 'Diffusion weights'.")
@@ -163,3 +164,56 @@ def _guidance_blocks(state: dict, path: Path) -> tuple[int, ...]:
     except KeyError as missing:
         raise CheckpointError(f"{path}: not a guidance-encoder checkpoint (no {missing}).") from None
     return (first, *widths)
+
+
+def save_release(components: dict, directory: str | os.PathLike, prompt: str = DEFAULT_PROMPT) -> Path:
+    """Write loaded components in our own format: one ``<name>.safetensors`` + ``<name>.json`` (config) per
+    network, the VAE as a diffusers folder, and the prompt's text embedding (so CLIP is not needed to load it)."""
+    from safetensors.torch import save_file
+
+    from magicportrait.io.atomic import staged_output_dir
+    from magicportrait.models.checkpoints import save_model
+
+    with staged_output_dir(directory) as stage:
+        save_model(components["denoising_unet"], stage, "denoising_unet")
+        save_model(components["reference_unet"], stage, "reference_unet")
+        for name, encoder in components["guidance_encoders"].items():
+            save_model(encoder, stage, f"guidance_encoder_{name}")
+        components["vae"].save_pretrained(str(stage / "vae"), safe_serialization=True)
+        save_file({"text_embeddings": components["text_embeddings"].detach().float().cpu().contiguous()},
+                  str(stage / "text_embeddings.safetensors"))
+        (stage / SAVED_MARKER).write_text(json.dumps(
+            {"format": "magicportrait", "version": 1, "prompt": prompt,
+             "guidance": sorted(components["guidance_encoders"])}, indent=2))
+    return Path(directory)
+
+
+def is_saved_release(directory: str | os.PathLike | None) -> bool:
+    return directory is not None and (Path(directory) / SAVED_MARKER).is_file()
+
+
+def load_saved_release(directory: str | os.PathLike, device: str | torch.device = "cpu",
+                       dtype: torch.dtype = torch.float32) -> dict:
+    """Load a folder written by :func:`save_release` (strictly), as :func:`load_release` returns it."""
+    from diffusers import AutoencoderKL
+
+    from magicportrait.models.checkpoints import load_model, read_state_dict
+    from magicportrait.models.guidance_encoder import GuidanceEncoder
+    from magicportrait.models.reference_unet import ReferenceUNet2DConditionModel
+    from magicportrait.models.unet_3d import UNet3DConditionModel
+
+    directory = Path(directory)
+    meta = json.loads((directory / SAVED_MARKER).read_text())
+    components = {
+        "denoising_unet": load_model(UNet3DConditionModel, directory, "denoising_unet"),
+        "reference_unet": load_model(ReferenceUNet2DConditionModel, directory, "reference_unet"),
+        "guidance_encoders": {name: load_model(GuidanceEncoder, directory, f"guidance_encoder_{name}")
+                              for name in meta["guidance"]},
+        "vae": AutoencoderKL.from_pretrained(str(directory / "vae"), local_files_only=True),
+    }
+    for module in [components["vae"], components["reference_unet"], components["denoising_unet"],
+                   *components["guidance_encoders"].values()]:
+        module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    text = read_state_dict(directory / "text_embeddings.safetensors")["text_embeddings"]
+    components["text_embeddings"] = text.to(device=device, dtype=dtype)
+    return components

@@ -16,6 +16,7 @@ Python::
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -94,14 +95,34 @@ class MagicPortraitPipeline:
         """Load the release from ``weights`` (or ``config.weights`` / ``$MAGICPORTRAIT_WEIGHTS``), strictly."""
         import torch
 
-        from magicportrait.models.release import load_release, resolve_release_paths
+        from magicportrait.models.release import (
+            is_saved_release,
+            load_release,
+            load_saved_release,
+            resolve_release_paths,
+        )
 
         config = config or AnimateConfig()
-        paths = resolve_release_paths(weights or config.weights, config.sd15, config.vae, config.motion_module)
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.generation.dtype]
+        weights = weights or config.weights or os.environ.get(WEIGHTS_ENV)
+        if is_saved_release(weights):  # our own format (save_pretrained)
+            logger.info("Loading the diffusion weights from %s", weights)
+            components = load_saved_release(weights, device=config.generation.device, dtype=dtype)
+            return cls(components, config, head_model)
+        paths = resolve_release_paths(weights, config.sd15, config.vae, config.motion_module)
         logger.info("Loading the diffusion weights from %s", paths.ckpts)
         components = load_release(paths, device=config.generation.device, dtype=dtype, prompt=config.prompt)
         return cls(components, config, head_model)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Save the loaded networks in our own format (safetensors + configs), loadable by from_pretrained."""
+        from magicportrait.models.release import save_release
+
+        generator = self.generator
+        components = {"vae": generator.vae, "reference_unet": generator.reference_unet,
+                      "denoising_unet": generator.denoising_unet, "guidance_encoders": generator.guidance_encoders,
+                      "text_embeddings": generator.text_embeddings}
+        return save_release(components, directory, prompt=self.config.prompt)
 
     def run(self, source_path: str | Path, driving_path: str | Path, output_dir: str | Path) -> AnimateResult:
         from magicportrait.io.image import load_image
