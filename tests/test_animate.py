@@ -129,3 +129,31 @@ def test_own_format_round_trip(release, example, tmp_path):
     first = official.generator.generate_latents(reference, guidance, config.generation)
     second = reloaded.generator.generate_latents(reference, guidance, config.generation)
     assert torch.equal(first, second)
+
+
+def test_driving_audio_is_kept(release, example, tmp_path):
+    import av
+
+    from magicportrait.io.video import VideoWriter
+
+    tone = tmp_path / "tone.wav"
+    with av.open(str(tone), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=16000, layout="mono")
+        samples = (3000 * np.sin(np.linspace(0, 2 * np.pi * 440, 16000))).astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = 16000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    driving = tmp_path / "driving_with_audio.mp4"
+    with VideoWriter(driving, 25.0, audio_from=tone) as writer:
+        for frame in list(iter_frames(example[1]))[:NUM_FRAMES]:
+            writer.write(frame)
+    assert probe_video(driving).has_audio
+    output = tmp_path / "out"
+    assert main(["animate", "-s", str(example[0]), "-d", str(driving), "-o", str(output), "--weights",
+                 str(release), *FAST, "--no-write-grid"]) == 0
+    result = probe_video(output / "result.mp4")
+    assert result.has_audio and result.num_frames == NUM_FRAMES
+    assert not (output / "grid.mp4").exists()
