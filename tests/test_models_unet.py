@@ -17,40 +17,16 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from magicportrait.models.motion_module import VanillaTemporalModule
 from magicportrait.models.reference_attention import ReferenceFusion
 from magicportrait.models.reference_unet import ReferenceUNet2DConditionModel
+from magicportrait.models.release import SD15_UNET_CONFIG
+from magicportrait.models.tiny import TINY_UNET_CONFIG
 from magicportrait.models.unet_3d import UNet3DConditionModel
 
 VECTORS = Path("/work/shared/vectors/official-tiny")
 MANIFEST = Path("/work/shared/reference/official-state-dict-manifest.json")
 needs_vectors = pytest.mark.skipif(not VECTORS.is_dir(), reason=f"compatibility vectors not found at {VECTORS}")
 
-# The vectors' base_model/unet/config.json: SD 1.5's layout, shrunk.
-TINY_UNET2D_CONFIG = {
-    "_class_name": "UNet2DConditionModel",
-    "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [32, 32, 64, 64],
-    "center_input_sample": False,
-    "cross_attention_dim": 32,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 1,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
-    "sample_size": 8,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-}
-SD15_UNET2D_CONFIG = {
-    **TINY_UNET2D_CONFIG,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "cross_attention_dim": 768,
-    "layers_per_block": 2,
-    "sample_size": 64,
-}
+TINY_UNET2D_CONFIG = TINY_UNET_CONFIG  # the vectors' base_model/unet/config.json: SD 1.5's layout, shrunk
+SD15_UNET2D_CONFIG = SD15_UNET_CONFIG
 WINDOW = slice(0, 12)  # the vectors' first 12-frame context window
 TOLERANCE = {"ref": 1e-4, "cfg": 1e-4, "noref": 3e-5, "bank": 3e-5}
 

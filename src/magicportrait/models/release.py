@@ -24,11 +24,20 @@ import torch
 
 from magicportrait.errors import CheckpointError
 
-__all__ = ["DEFAULT_PROMPT", "OFFICIAL_MOTION_MODULE_KWARGS", "ReleasePaths", "encode_prompt", "is_saved_release",
-           "load_release", "load_saved_release", "resolve_release_paths", "save_release"]
+__all__ = ["DEFAULT_PROMPT", "OFFICIAL_MOTION_MODULE_KWARGS", "ReleasePaths", "SD15_UNET_CONFIG", "encode_prompt",
+           "is_saved_release", "load_release", "load_saved_release", "resolve_release_paths", "save_release"]
 
 DEFAULT_PROMPT = "A close up of a person."  # the official release's fixed prompt
 WEIGHTS_ENV, SD15_ENV, VAE_ENV = "MAGICPORTRAIT_WEIGHTS", "MAGICPORTRAIT_SD15", "MAGICPORTRAIT_VAE"
+SD15_UNET_CONFIG: dict = {
+    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False, "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+"""Stable Diffusion 1.5's ``unet/config.json`` (structure only), for building full-size models without the files."""
 OFFICIAL_GUIDANCE_ENCODER = {"guidance_embedding_channels": 320, "guidance_input_channels": 3,
                              "block_out_channels": (16, 32, 96, 256)}
 OFFICIAL_MOTION_MODULE_KWARGS = {"num_attention_heads": 8, "num_transformer_block": 1,

@@ -14,28 +14,12 @@ from pathlib import Path
 
 import torch
 
+from magicportrait.models.release import SD15_UNET_CONFIG
+
 __all__ = ["TINY_UNET_CONFIG", "randomize_", "write_tiny_release", "write_tiny_tokenizer"]
 
-TINY_UNET_CONFIG: dict = {
-    "_class_name": "UNet2DConditionModel",
-    "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [32, 32, 64, 64],
-    "center_input_sample": False,
-    "cross_attention_dim": 32,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 1,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
-    "sample_size": 8,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-}
+TINY_UNET_CONFIG: dict = {**SD15_UNET_CONFIG, "block_out_channels": [32, 32, 64, 64], "cross_attention_dim": 32,
+                          "layers_per_block": 1, "sample_size": 8}
 """An SD-1.5-layout UNet2D config shrunk to widths 32/64 (group norms need multiples of 32)."""
 
 TINY_GUIDANCE_ENCODER = {"guidance_embedding_channels": 32, "guidance_input_channels": 3,
