@@ -15,7 +15,9 @@ from magicportrait.errors import InputError
 from magicportrait.pipelines.context import context_windows
 from magicportrait.pipelines.generation import GenerationConfig, GenerationPipeline, GuidanceVideos, make_scheduler
 
-VECTORS = Path("/work/shared/vectors/official-tiny")
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the project
+
+VECTORS = SHARED / "vectors/official-tiny"
 needs_vectors = pytest.mark.skipif(not VECTORS.is_dir(), reason="official-tiny vectors not available")
 TINY_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "norm_num_groups": 32,
             "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1,

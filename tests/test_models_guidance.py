@@ -13,9 +13,11 @@ from magicportrait.errors import CheckpointError
 from magicportrait.models.checkpoints import load_strict, read_state_dict
 from magicportrait.models.guidance_encoder import GuidanceEncoder
 
-VECTORS = Path(os.environ.get("MAGICPORTRAIT_VECTORS", "/work/shared/vectors/official-tiny"))
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the project
+
+VECTORS = Path(os.environ.get("MAGICPORTRAIT_VECTORS", SHARED / "vectors/official-tiny"))
 MANIFEST = Path(os.environ.get("MAGICPORTRAIT_MANIFEST",
-                               "/work/shared/reference/official-state-dict-manifest.json"))
+                               SHARED / "reference/official-state-dict-manifest.json"))
 GUIDANCE_TYPES = ("depth", "normal", "render")
 GUIDANCE_TOLERANCE = 2e-5  # vectors README §6: recommended rel-L2 for gge_* and ref_latent
 VAE_TOLERANCE = 2e-5

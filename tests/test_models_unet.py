@@ -1,6 +1,6 @@
 """Denoising UNet3D, reference UNet and reference fusion against the official MagicPortrait code.
 
-The vectors (`/work/shared/vectors/official-tiny`, see its README) were computed by the official modules on a tiny
+The vectors (`../shared/vectors/official-tiny`, see its README) were computed by the official modules on a tiny
 configuration with random weights; the tolerances are the README's (section 6).
 """
 
@@ -21,8 +21,10 @@ from magicportrait.models.release import SD15_UNET_CONFIG
 from magicportrait.models.tiny import TINY_UNET_CONFIG
 from magicportrait.models.unet_3d import UNet3DConditionModel
 
-VECTORS = Path("/work/shared/vectors/official-tiny")
-MANIFEST = Path("/work/shared/reference/official-state-dict-manifest.json")
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the project
+
+VECTORS = SHARED / "vectors/official-tiny"
+MANIFEST = SHARED / "reference/official-state-dict-manifest.json"
 needs_vectors = pytest.mark.skipif(not VECTORS.is_dir(), reason=f"compatibility vectors not found at {VECTORS}")
 
 TINY_UNET2D_CONFIG = TINY_UNET_CONFIG  # the vectors' base_model/unet/config.json: SD 1.5's layout, shrunk
