@@ -40,6 +40,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     import bench_flame_fitting
+    import bench_generation
     import bench_guide
     import bench_rendering
     import bench_tracking
@@ -48,8 +49,9 @@ def main() -> None:
     rendering = bench_rendering.run(num_frames=20 if args.quick else 120, size=512)
     guide = bench_guide.run((60, 120) if args.quick else (300, 3000))
     flame_fitting = bench_flame_fitting.run(60 if args.quick else 300)
+    generation = bench_generation.run(args.quick)
     report = {"machine": machine_line(), "tracking": tracking, "rendering": rendering, "guide": guide,
-              "flame_fitting": flame_fitting}
+              "flame_fitting": flame_fitting, "generation": generation}
     print(json.dumps(report, indent=2, default=float))
     if not args.quick:
         write_markdown(Path(args.output), report)
@@ -90,9 +92,11 @@ def write_markdown(path: Path, report: dict) -> None:
         lines.append(f"| peak RSS, {counts[-1]} vs {counts[0]} frames | "
                      f"{guide['peak_rss_ratio_longest_vs_shortest']:.3f}x | | | within 1.10x |")
     lines += flame_fitting_lines(report["flame_fitting"])
+    if "generation" in report:
+        lines += generation_lines(report["generation"])
+    keys = ("tracking", "rendering", "guide", "flame_fitting", "generation")
     lines += ["", "Raw figures:", "", "```json",
-              json.dumps({k: report[k] for k in ("tracking", "rendering", "guide", "flame_fitting")}, indent=2,
-                         default=float),
+              json.dumps({k: report[k] for k in keys if k in report}, indent=2, default=float),
               "```", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
@@ -157,6 +161,126 @@ def flame_closed_loop_lines(loop: dict) -> list[str]:
         f"| pose jitter, moving head (change of the frame-to-frame rotation) | "
         f"{loop['jitter_deg_per_frame']:.3f} deg/frame, {loop['jitter_smoothed_deg_per_frame']:.3f} after "
         f"smoothing 0.5 | the known motion: {loop['true_jitter_deg_per_frame']:.3f} deg/frame | | — |",
+    ]
+
+
+DEVICE_NAMES = {"cpu": "CPU", "cuda": "GPU"}
+
+
+def generation_lines(gen: dict) -> list[str]:
+    """The diffusion generator section (issue 4): full-size speed and memory, then each optimisation's ratio."""
+    lines = ["", "## Diffusion generator (issue 4)", ""]
+    if "machine" in gen:
+        lines += [f"Measured apart from the sections above: {gen['machine']}.", ""]
+    measured = {device: part for device, part in gen.items() if isinstance(part, dict) and "full_size" in part}
+    if not measured:
+        return lines + ["Not measured."]
+    first = next(iter(measured.values()))["full_size"]
+    params = first["parameters_millions"]
+    size = "Full size" if first["model"] == "sd15" else f"Model {first['model']!r} (not full size)"
+    lines += [
+        f"Random weights (default initialisation), {first['size']}x{first['size']}, DDIM, classifier-free guidance "
+        f"3.5, context windows of 12 frames. {size}: the SD-1.5-layout denoising UNet with the official "
+        f"AnimateDiff-v2 motion modules ({params['denoising_unet']:.0f}M parameters), the reference UNet "
+        f"({params['reference_unet']:.0f}M), three guidance encoders ({params['guidance_encoders']:.1f}M) and the "
+        f"SD VAE ({params['vae']:.0f}M). Seconds per output frame = (portrait encoding + reference pass + "
+        f"{first['steps']} steps + decode) / frames"
+        + (f"; the steps are extrapolated from {first['measured_steps']} measured ones (the first, with its one-time "
+           f"warm-up, counted once; the others give the time of each remaining step)" if first["extrapolated"]
+           else "") + ". Building the models is not counted.",
+        "",
+        "| what | measured | baseline (same run) | ratio | target |",
+        "|---|---|---|---|---|",
+    ]
+    for device, part in measured.items():
+        lines += generation_full_size_rows(DEVICE_NAMES.get(device, device), part)
+    for device, part in gen.items():
+        if isinstance(part, dict) and "skipped" in part:
+            lines.append(f"| full size, {DEVICE_NAMES.get(device, device)} fp16/bf16, 300 frames | not measured in "
+                         f"this run: {part['skipped']} (run `python benchmarks/bench_generation.py --device cuda "
+                         "--dtype fp16 --frames 300`) | | | >= 3 frames/s, <= 12 GB peak (H100) |")
+    for device, part in measured.items():
+        lines += generation_ratio_lines(DEVICE_NAMES.get(device, device), part)
+    return lines
+
+
+def generation_full_size_rows(name: str, part: dict) -> list[str]:
+    full = part["full_size"]
+    windows = "one window" if full["windows"] == 1 else f"{full['windows']} windows"
+    memory = f"peak RSS {full['peak_rss_mib'] / 1024:.1f} GiB"
+    target_speed, target_memory = "GPU: >= 3 frames/s (H100)", "GPU: <= 12 GB for 300 frames (H100)"
+    if "peak_gpu_mib" in full:
+        memory = f"peak GPU memory {full['peak_gpu_mib'] / 1024:.1f} GiB (host RSS {full['peak_rss_mib'] / 1024:.1f})"
+        target_speed, target_memory = ">= 3 frames/s (H100)", "<= 12 GB for 300 frames (H100)"
+    return [
+        f"| {'full size' if full['model'] == 'sd15' else full['model']}, {name} {full['dtype']}, {full['frames']} "
+        f"frames ({windows}), {full['steps']} steps | "
+        f"{full['seconds_per_frame']:.1f} s/frame ({full['frames_per_second']:.3g} frames/s): reference pass "
+        f"{full['reference_seconds']:.1f} s, one step {full['seconds_per_step']:.1f} s (guidance encoding "
+        f"{full['guidance_seconds_per_step']:.1f} s of it), decode {full['decode_seconds_per_frame']:.1f} s/frame "
+        f"| | | {target_speed} |",
+        f"| peak memory, same run | {memory} | | | {target_memory} |",
+    ]
+
+
+def generation_ratio_lines(name: str, part: dict) -> list[str]:
+    ratio, runs, long = part["ratios"], part["ratios"]["runs"], part["ratios"]["long_runs"]
+    gpu = "peak_gpu_mib" in runs["default"]
+    label = "peak GPU memory" if gpu else "peak RSS"
+
+    def peak(run: dict) -> str:
+        return f"{run['peak_gpu_mib' if gpu else 'peak_rss_mib']:.0f} MiB"
+
+    def spread(run: dict) -> str:
+        peaks = run.get(f"{'peak_gpu_mib' if gpu else 'peak_rss_mib'}_repeats", [])
+        return f"; its {len(peaks)} runs: {min(peaks):.0f}-{max(peaks):.0f} MiB" if len(peaks) > 1 else ""
+
+    def loop(run: dict) -> str:
+        return f"{run['loop_seconds']:.1f} s"
+
+    ours = runs["default"]
+    held = runs["upfront_guidance"].get("held_guidance_mib", 0.0)
+    per_frame = part.get("upfront_guidance_mib_per_frame_full_size")
+    full_size_held = (f"; at full size {per_frame:.1f} MiB/frame, {per_frame * 300 / 1024:.1f} GiB for 300 frames "
+                      "in fp32" if per_frame else "")
+    repeats = (f", the fastest of {ratio['repeats']} runs in rounds of alternating order (memory: the median of "
+               "their peaks)"
+               if ratio.get("repeats", 1) > 1 else "")
+    widths = "/".join(str(width) for width in ratio.get("widths", [])) or "reduced"
+    return [
+        "",
+        f"Each optimisation's effect, {name} {part['dtype']}: a reduced-width model (SD-1.5 structure, motion "
+        f"modules and official guidance encoders, UNet widths {widths}), {ratio['size']}x{ratio['size']}, "
+        f"{ratio['frames']} frames ({ratio['windows']} windows), {ratio['steps']} steps, each variant in "
+        f"{'its own process' if ours.get('peak_rss_isolated') else 'this process (peak memory not its own)'}. "
+        "Time: from the call to the final latents (portrait encoding, reference pass, steps; decode "
+        f"excluded){repeats}. Ratio: baseline / ours, above 1 when ours is faster or smaller. Memory: {label} "
+        "of the run.",
+        "",
+        "| what | measured | baseline (same run) | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| reference UNet once per video | {loop(ours)} | once per window per step "
+        f"({runs['reference_per_window']['reference_calls']} passes): {loop(runs['reference_per_window'])} | "
+        f"{ratio['reference_once_speedup']:.2f}x | — |",
+        f"| classifier-free guidance, one batch-2 UNet call per window | {loop(ours)} | two batch-1 calls "
+        f"(unconditional without the reference, conditional with it): {loop(runs['two_pass_cfg'])} | "
+        f"{ratio['batched_cfg_speedup']:.2f}x | — |",
+        f"| SDPA attention (`AttnProcessor2_0`, the default) | {loop(ours)}, {peak(ours)} | classic `AttnProcessor` "
+        f"on all {runs['classic_attention'].get('classic_processors', '?')} attentions (both UNets, temporal, "
+        f"guidance encoders, the reference fusion's): {loop(runs['classic_attention'])}, "
+        f"{peak(runs['classic_attention'])} | time {ratio['sdpa_speedup']:.2f}x, memory "
+        f"{ratio['sdpa_memory_ratio']:.2f}x | — |",
+        f"| guidance features encoded per window, each step (the default) | {loop(ours)}, {peak(ours)} | every "
+        f"frame's features encoded up front and held (official; {held:.1f} MiB here{full_size_held}): "
+        f"{loop(runs['upfront_guidance'])}, {peak(runs['upfront_guidance'])} | time "
+        f"{ratio['chunked_guidance_time_ratio']:.2f}x, memory {ratio['chunked_guidance_memory_ratio']:.2f}x | — |",
+        f"| `cache_guidance=True` (features cached on the CPU in fp16 after the first step) | "
+        f"{loop(runs['cache_guidance'])}, {peak(runs['cache_guidance'])} | the default: {loop(ours)}, {peak(ours)} "
+        f"| time {ratio['cache_guidance_speedup']:.2f}x, memory {ratio['cache_guidance_memory_ratio']:.2f}x | — |",
+        f"| {label}, {ratio['long_frames']} vs {ratio['frames']} frames | {ratio['flatness_default']:.3f}x "
+        f"({peak(long['default'])} vs {peak(ours)}{spread(ours)}) | features up front: "
+        f"{ratio['flatness_upfront']:.3f}x ({peak(long['upfront_guidance'])} vs {peak(runs['upfront_guidance'])}) "
+        "| | ~1.0 (flat in video length) |",
     ]
 
 
