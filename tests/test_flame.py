@@ -26,8 +26,8 @@ from magicportrait.heads.lbs import (
     rotation_6d_to_matrix,
     vertices_to_joints,
 )
+from shared_paths import PARTIAL_MODEL
 
-PARTIAL_MODEL = Path(__file__).resolve().parents[2] / "shared/assets/flame2023-open-partial/flame2023_open_partial.npz"
 NUM_FAKE_VERTICES = 10
 FLAME_KINTREE = np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], dtype=np.int64)
 

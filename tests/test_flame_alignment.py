@@ -7,8 +7,6 @@ aligned head must have A's shape while following B's motion.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -16,13 +14,12 @@ import torch
 from magicportrait.alignment import AlignmentConfig, align_to_source
 from magicportrait.heads.base import pose_vertices
 from magicportrait.types import FlameTrack, Track
+from shared_paths import PARTIAL_MODEL, needs_partial_flame
 
-PARTIAL_MODEL = Path(__file__).resolve().parents[2] / "shared/assets/flame2023-open-partial/flame2023_open_partial.npz"
 SIZE = 512
 NUM_FRAMES = 16
 
-pytestmark = pytest.mark.skipif(not PARTIAL_MODEL.is_file(),
-                                reason=f"shared partial FLAME model not found at {PARTIAL_MODEL}")
+pytestmark = needs_partial_flame
 
 
 @pytest.fixture(scope="module")

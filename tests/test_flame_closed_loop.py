@@ -11,8 +11,6 @@ models' different rest frames cancel.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -33,13 +31,12 @@ from magicportrait.pipelines.guide import crop_track
 from magicportrait.tracking import FaceTracker, TrackerConfig
 from magicportrait.tracking.boxes import crop_matrix
 from magicportrait.types import HeadTrack, Track
+from shared_paths import PARTIAL_MODEL, needs_partial_flame
 
-PARTIAL_MODEL = Path(__file__).resolve().parents[2] / "shared/assets/flame2023-open-partial/flame2023_open_partial.npz"
 CROP_SIZE = 512
 NUM_FRAMES = EXAMPLE_NUM_FRAMES  # 50: yaw up to 18 degrees, pitch up to 8, roll up to 3
 
-pytestmark = pytest.mark.skipif(not PARTIAL_MODEL.is_file(),
-                                reason=f"shared partial FLAME model not found at {PARTIAL_MODEL}")
+pytestmark = needs_partial_flame
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,18 @@ recover them.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from magicportrait.heads.base import pose_vertices
 from magicportrait.types import HeadTrack, Track
+from shared_paths import PARTIAL_MODEL, needs_partial_flame
 
-PARTIAL_MODEL = Path(__file__).resolve().parents[2] / "shared/assets/flame2023-open-partial/flame2023_open_partial.npz"
 IMAGE_SIZE = 512
 NUM_FRAMES = 20
 
-pytestmark = pytest.mark.skipif(not PARTIAL_MODEL.is_file(),
-                                reason=f"shared partial FLAME model not found at {PARTIAL_MODEL}")
+pytestmark = needs_partial_flame
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +13,8 @@ from torch import nn
 from magicportrait.errors import InputError
 from magicportrait.pipelines.context import context_windows
 from magicportrait.pipelines.generation import GenerationConfig, GenerationPipeline, GuidanceVideos, make_scheduler
+from shared_paths import VECTORS
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the project
-
-VECTORS = SHARED / "vectors/official-tiny"
 needs_vectors = pytest.mark.skipif(not VECTORS.is_dir(), reason="official-tiny vectors not available")
 TINY_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "norm_num_groups": 32,
             "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1,

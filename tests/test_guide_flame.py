@@ -12,13 +12,12 @@ from magicportrait.cli.main import main
 from magicportrait.io.video import probe_video
 from magicportrait.pipelines.example import write_example
 from magicportrait.types import FlameTrack, HeadTrack
+from shared_paths import PARTIAL_MODEL, needs_partial_flame
 
-PARTIAL_MODEL = Path(__file__).resolve().parents[2] / "shared/assets/flame2023-open-partial/flame2023_open_partial.npz"
 NUM_FRAMES = 8
 SIZE = 256
 
-pytestmark = pytest.mark.skipif(not PARTIAL_MODEL.is_file(),
-                                reason=f"shared partial FLAME model not found at {PARTIAL_MODEL}")
+pytestmark = needs_partial_flame
 
 
 @pytest.fixture(scope="module")

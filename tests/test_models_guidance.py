@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,12 +10,8 @@ import torch
 from magicportrait.errors import CheckpointError
 from magicportrait.models.checkpoints import load_strict, read_state_dict
 from magicportrait.models.guidance_encoder import GuidanceEncoder
+from shared_paths import MANIFEST, VECTORS
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the project
-
-VECTORS = Path(os.environ.get("MAGICPORTRAIT_VECTORS", SHARED / "vectors/official-tiny"))
-MANIFEST = Path(os.environ.get("MAGICPORTRAIT_MANIFEST",
-                               SHARED / "reference/official-state-dict-manifest.json"))
 GUIDANCE_TYPES = ("depth", "normal", "render")
 GUIDANCE_TOLERANCE = 2e-5  # vectors README §6: recommended rel-L2 for gge_* and ref_latent
 VAE_TOLERANCE = 2e-5

@@ -7,7 +7,6 @@ configuration with random weights; the tolerances are the README's (section 6).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,11 +19,8 @@ from magicportrait.models.reference_unet import ReferenceUNet2DConditionModel
 from magicportrait.models.release import SD15_UNET_CONFIG
 from magicportrait.models.tiny import TINY_UNET_CONFIG
 from magicportrait.models.unet_3d import UNet3DConditionModel
+from shared_paths import MANIFEST, VECTORS
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the project
-
-VECTORS = SHARED / "vectors/official-tiny"
-MANIFEST = SHARED / "reference/official-state-dict-manifest.json"
 needs_vectors = pytest.mark.skipif(not VECTORS.is_dir(), reason=f"compatibility vectors not found at {VECTORS}")
 
 TINY_UNET2D_CONFIG = TINY_UNET_CONFIG  # the vectors' base_model/unet/config.json: SD 1.5's layout, shrunk

@@ -1,0 +1,16 @@
+"""Where the tests find the data in ``../shared`` beside the project (tests that need it skip when it is absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+PARTIAL_MODEL = SHARED / "assets/flame2023-open-partial/flame2023_open_partial.npz"
+VECTORS = Path(os.environ.get("MAGICPORTRAIT_VECTORS", SHARED / "vectors/official-tiny"))
+MANIFEST = Path(os.environ.get("MAGICPORTRAIT_MANIFEST", SHARED / "reference/official-state-dict-manifest.json"))
+
+needs_partial_flame = pytest.mark.skipif(not PARTIAL_MODEL.is_file(),
+                                         reason=f"shared partial FLAME model not found at {PARTIAL_MODEL}")
