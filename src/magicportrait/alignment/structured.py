@@ -143,3 +143,27 @@ def _transfer_expression(source: HeadTrack, driving: HeadTrack,
         # Small jaw angles (about one axis in practice) add like vectors.
         joints[:, JAW] = source.joint_rotations[0, JAW] + (joints[:, JAW] - joints[ref, JAW]) * scale
     return expression, joints
+
+
+def limit_rotation(head: HeadTrack, reference_rotation: np.ndarray,
+                   limits_degrees: tuple[float, float, float]) -> tuple[HeadTrack, np.ndarray]:
+    """Clamp each frame's rotation relative to ``reference_rotation`` (axis-angle) to +-(yaw, pitch, roll) degrees.
+
+    A single photo shows one side of a head: turned much further than it, the re-rendered face would show surface
+    the photo never saw. Returns the clamped head and a `(T,)` bool array of the frames that were changed.
+    """
+    from dataclasses import replace
+
+    from magicportrait.geometry.rotations import euler_degrees_to_matrix, matrix_to_euler_degrees
+
+    reference = axis_angle_to_matrix(np.asarray(reference_rotation, np.float64))
+    relative = axis_angle_to_matrix(head.rotation.astype(np.float64)) @ reference.T
+    euler = matrix_to_euler_degrees(relative)
+    limits = np.asarray(limits_degrees, np.float64)
+    clamped = np.clip(euler, -limits, limits)
+    changed = (np.abs(clamped - euler) > 1e-6).any(axis=1)
+    if not changed.any():
+        return head, changed
+    rotation = matrix_to_axis_angle(euler_degrees_to_matrix(clamped) @ reference).astype(head.rotation.dtype)
+    rotation[~changed] = head.rotation[~changed]
+    return replace(head, rotation=rotation), changed

@@ -37,6 +37,14 @@ class HeadModel(ABC):
     def landmarks(self, vertices: np.ndarray) -> np.ndarray:
         """`(T, 478, 3)` MediaPipe-landmark positions on `(T, V, 3)` vertices (any frame)."""
 
+    def mouth_loop(self) -> np.ndarray:
+        """Vertex indices around the mouth opening (inner lips) in order, starting at a mouth corner."""
+        raise NotImplementedError(f"{type(self).__name__} does not say where its mouth opening is.")
+
+    def mirror_vertices(self) -> np.ndarray:
+        """`(V,)` each vertex's left/right mirror partner, -1 where it has none."""
+        raise NotImplementedError(f"{type(self).__name__} does not say which vertices mirror each other.")
+
     def posed_vertices(self, head: HeadTrack) -> np.ndarray:
         """`(T, V, 3)` float32 vertices in image space (see :func:`project_to_image` for the camera)."""
         vertices = self.shape_vertices(head.identity, head.expression, head.joint_rotations)

@@ -155,6 +155,24 @@ class FlameHeadModel(HeadModel):
     def landmarks(self, vertices: np.ndarray) -> np.ndarray:
         return vertices_to_landmarks(vertices, self.faces, *self.embedding)
 
+    def rest_vertices(self) -> np.ndarray:
+        """`(V, 3)` the mean FLAME head, neutral expression and joints (model frame, cm)."""
+        return self.shape_vertices(np.zeros(self.num_shape), np.zeros((1, self.num_expression)))[0]
+
+    def mouth_loop(self) -> np.ndarray:
+        """FLAME's mouth opening: the mesh boundary loop nearest the inner-lip landmarks, from the right corner."""
+        from magicportrait.rendering.texture_transfer import boundary_loops
+
+        rest = self.rest_vertices()
+        centre = self.landmarks(rest[None])[0, [13, 14]].mean(0)  # MediaPipe's inner upper / lower lip midpoints
+        loop = min(boundary_loops(self.faces), key=lambda ring: np.linalg.norm(rest[ring].mean(0) - centre))
+        return np.roll(loop, -int(np.argmin(rest[loop, 0])))
+
+    def mirror_vertices(self) -> np.ndarray:
+        from magicportrait.rendering.appearance import mirror_vertices
+
+        return mirror_vertices(self.rest_vertices(), self.faces)
+
     def template_landmarks(self) -> np.ndarray:
         """`(478, 3)` landmarks of the mean FLAME head (model frame, cm)."""
         return self.landmarks(self.shape_vertices(np.zeros(self.num_shape), np.zeros((1, self.num_expression))))[0]

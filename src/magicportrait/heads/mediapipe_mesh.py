@@ -23,6 +23,7 @@ from magicportrait.geometry.procrustes import weighted_similarity_procrustes
 from magicportrait.geometry.rotations import matrix_to_axis_angle
 from magicportrait.heads.base import HeadModel
 from magicportrait.heads.mediapipe_topology import (
+    INNER_LIP_LOOP,
     IRIS_POINTS,
     LEFT_EYE_LOOP,
     NUM_LANDMARKS,
@@ -154,3 +155,9 @@ class MediaPipeHeadModel(HeadModel):
 
     def landmarks(self, vertices: np.ndarray) -> np.ndarray:
         return np.asarray(vertices)  # the mesh vertices are the landmarks
+
+    def mouth_loop(self) -> np.ndarray:
+        return np.array(INNER_LIP_LOOP, np.int64)  # starts at the mouth corner 78
+
+    def mirror_vertices(self) -> np.ndarray:
+        return self.mirror_pairs.copy()

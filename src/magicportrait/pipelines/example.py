@@ -3,11 +3,14 @@
 The portrait is NASA's astronaut Eileen Collins as shipped by scikit-image (``skimage.data.astronaut()``,
 public domain). The driving video re-renders that portrait on its own tracked face mesh while the head turns
 (yaw, pitch, roll), opens the jaw and raises the brows by known amounts, so the ground truth of every frame is
-known: tests use it to close the loop through the tracker.
+known: tests use it to close the loop through the tracker. Its sound is a synthetic hum as loud as the jaw is
+open, so the demo shows the driving audio being kept (and in sync).
 """
 
 from __future__ import annotations
 
+import tempfile
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,12 @@ from magicportrait.types import HeadTrack
 
 EXAMPLE_FPS = 25.0
 EXAMPLE_NUM_FRAMES = 50
+EXAMPLE_JAW_DEGREES = 14.0  # widest jaw opening of the example motion
+EXAMPLE_SAMPLE_RATE = 16000
+HUM_PITCH_HZ = 140.0  # a low speaking voice
+HUM_HARMONICS = (1.0, 0.5, 0.3, 0.18, 0.1)  # falling amplitudes: a soft, voice-like timbre
+HUM_VIBRATO = (5.5, 0.012)  # rate (Hz) and depth (fraction of the pitch)
+HUM_PEAK = 10 ** (-12 / 20)  # -12 dBFS at the widest jaw opening: audible, never harsh
 LOWER_LIP = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
 UPPER_LIP = (185, 40, 39, 37, 0, 267, 269, 270, 409, 191, 80, 81, 82, 13, 312, 311, 310, 415)
 MOUTH_CORNERS = (61, 291, 78, 308)
@@ -56,9 +65,42 @@ def example_motion(num_frames: int = EXAMPLE_NUM_FRAMES) -> ExampleMotion:
     euler = np.stack([18.0 * np.sin(2 * np.pi * phase),
                       8.0 * np.sin(4 * np.pi * phase),
                       6.0 * np.sin(2 * np.pi * phase) * np.cos(2 * np.pi * phase)], axis=-1)
-    jaw = 14.0 * np.sin(np.pi * np.clip(phase * 2 - 0.5, 0, 1)) ** 2
+    jaw = EXAMPLE_JAW_DEGREES * np.sin(np.pi * np.clip(phase * 2 - 0.5, 0, 1)) ** 2
     brows = 0.4 * np.sin(np.pi * np.clip(phase * 2 - 1.0, 0, 1)) ** 2
     return ExampleMotion(euler, jaw, brows)
+
+
+def example_audio(num_frames: int, fps: float, sample_rate: int = EXAMPLE_SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 samples in [-1, 1] of a voiced hum that is loud while the example's jaw is open.
+
+    The demo shows that the driving video's sound is kept; a hum that follows the mouth makes it easy to hear
+    that it stays in sync. A few harmonics of ~140 Hz with a slight vibrato; the loudness is the jaw opening
+    (relative to its widest) interpolated between frame centres, so it fades in and out softly and is silent
+    while the mouth is closed. Exactly ``num_frames / fps`` seconds long (rounded to a sample); deterministic.
+    """
+    if num_frames < 1 or not fps > 0 or sample_rate < 1:
+        raise ValueError(f"example_audio needs num_frames >= 1, fps > 0 and sample_rate >= 1, got {num_frames}, "
+                         f"{fps}, {sample_rate}.")
+    times = np.arange(round(num_frames / fps * sample_rate)) / sample_rate
+    rate, depth = HUM_VIBRATO
+    pitch = HUM_PITCH_HZ * (1.0 + depth * np.sin(2 * np.pi * rate * times))
+    phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
+    tone = sum(amplitude * np.sin(k * phase) for k, amplitude in enumerate(HUM_HARMONICS, start=1))
+    tone /= max(float(np.abs(tone).max()), 1e-9)
+    jaw = example_motion(num_frames).jaw_open_degrees / EXAMPLE_JAW_DEGREES
+    loudness = np.interp(times, (np.arange(num_frames) + 0.5) / fps, np.clip(jaw, 0.0, 1.0))
+    return (HUM_PEAK * loudness * tone).astype(np.float32)
+
+
+def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
+    """Write mono float samples in [-1, 1] as a 16-bit PCM WAV file (values outside are clipped)."""
+    pcm = np.round(np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(int(sample_rate))
+        wav.writeframes(pcm.tobytes())
+    return Path(path)
 
 
 def expression_offsets(neutral: np.ndarray, jaw_open_degrees: float, brow_raise_cm: float) -> np.ndarray:
@@ -148,7 +190,11 @@ def _flat(points: np.ndarray) -> np.ndarray:
 
 
 def write_example(output_dir: str | Path, num_frames: int = EXAMPLE_NUM_FRAMES) -> tuple[Path, Path]:
-    """Write ``source.png`` and ``driving.mp4`` (the example driving video) into ``output_dir``."""
+    """Write ``source.png`` and ``driving.mp4`` (the example driving video) into ``output_dir``.
+
+    The driving video's sound is a hum that follows the jaw (:func:`example_audio`), so a demo shows that the
+    driving audio is kept, and in sync.
+    """
     from magicportrait.io.image import save_image
     from magicportrait.io.video import write_video
     from magicportrait.tracking import FaceTracker, TrackerConfig
@@ -163,7 +209,9 @@ def write_example(output_dir: str | Path, num_frames: int = EXAMPLE_NUM_FRAMES) 
     source_path, driving_path = output_dir / "source.png", output_dir / "driving.mp4"
     save_image(source_path, portrait)
     frames = render_example_frames(portrait, source_track.landmarks[0], truth, model)
-    write_video(driving_path, frames, fps=EXAMPLE_FPS)
+    with tempfile.TemporaryDirectory(prefix="magicportrait-example-") as tmp:
+        sound = write_wav(Path(tmp) / "hum.wav", example_audio(num_frames, EXAMPLE_FPS), EXAMPLE_SAMPLE_RATE)
+        write_video(driving_path, frames, fps=EXAMPLE_FPS, audio_from=sound)
     return source_path, driving_path
 
 

@@ -52,6 +52,8 @@ class GuideConfig:
 
     size: int = option(512, "Side of the square guidance maps and of the source face crop, pixels.")
     max_frames: int | None = option(None, "Use only the first N driving frames.")
+    face: int | None = option(None, "Which face of the source portrait to animate when it shows several: 0 is the "
+                                    "leftmost, 1 the next to the right, ...; default: the most prominent one.")
     driving_max_size: int = option(1280, "Driving frames are downscaled to this longer side for tracking.")
     write_frames: bool = option(True, "Also write per-frame PNG folders depth/ normal/ render/.")
     write_preview: bool = option(True, "Write preview.mp4: source | driving | depth | normal | render.")
@@ -130,6 +132,7 @@ class GuideResult:
     missing_frames: list[int]
     files: dict[str, Path]
     head_model: str = "mediapipe"  # which head model made the guidance: "mediapipe" (open geometry) or "flame"
+    crop_matrix: np.ndarray | None = None  # (2, 3) source image -> source.png crop (OpenCV convention)
 
 
 def crop_track(track: Track, matrix: np.ndarray, size: int) -> Track:
@@ -169,10 +172,14 @@ class GuidePipeline:
 
     # 1. Source ---------------------------------------------------------------------------------------------
     def prepare_source(self, image: np.ndarray, tracker: FaceTracker, source_name: str = "") -> SourceFace:
-        track = tracker.track_image(image, source=source_name)
-        if int(track.num_faces[0]) > 1:
-            logger.warning("%s: %d faces found; using the largest, most central one.", source_name or "source",
-                           int(track.num_faces[0]))
+        face = self.config.face
+        track = tracker.track_image(image, source=source_name, face_index=face)
+        num_faces = int(track.num_faces[0])
+        if num_faces > 1:
+            number = face if face is not None else tracker.face_number(image, track.landmarks[0], source_name)
+            logger.info("%d faces found in %s; using face %s (numbered from the left; choose with --face N).",
+                        num_faces, source_name or "the source portrait",
+                        "the most prominent one" if number is None else number)
         size = self.config.size
         matrix = crop_matrix(track.boxes[0], size)
         crop = crop_face(image, track.boxes[0], size)
@@ -209,10 +216,10 @@ class GuidePipeline:
 
         info = probe_video(driving_path)
         num_frames = min(info.num_frames, self.config.max_frames or info.num_frames)
-        frames = self._driving_frames(driving_path)
+        frames = self.driving_frames(driving_path)
         return tracker.track_frames(frames, fps=info.fps, num_frames=num_frames, source=str(driving_path))
 
-    def _driving_frames(self, driving_path: str | Path):
+    def driving_frames(self, driving_path: str | Path):
         from itertools import islice
 
         from magicportrait.io.video import iter_frames
@@ -267,6 +274,7 @@ class GuidePipeline:
         output_dir = Path(output_dir)
         return GuideResult(output_dir=output_dir, num_frames=aligned.num_frames, fps=driving_track.fps,
                            missing_frames=driving_track.missing_frames.tolist(), head_model=self.head_model.name,
+                           crop_matrix=source.crop_matrix,
                            files={name: output_dir / path.relative_to(stage) for name, path in files.items()})
 
     def _write_maps(self, stage: Path, source: SourceFace, aligned: HeadTrack, driving_path: str | Path,
@@ -286,7 +294,7 @@ class GuidePipeline:
                 audio = driving_path if config.keep_audio and probe_video(driving_path).has_audio else None
                 preview = stack.enter_context(VideoWriter(files["preview"], fps, audio_from=audio,
                                                           preset=VIDEO_PRESET))
-                driving_frames = self._driving_frames(driving_path)
+                driving_frames = self.driving_frames(driving_path)
             if config.write_frames:
                 for name in MAP_NAMES:
                     (stage / name).mkdir()

@@ -229,6 +229,18 @@ def _no_face_message(source: str, num_frames: int, image_size: tuple[int, int], 
     return message
 
 
+def _check_face_index(face_index: int | None, source: str) -> None:
+    if face_index is not None and face_index < 0:
+        raise InputError(f"{source or 'Image'}: face number {face_index} is negative; faces are numbered 0, 1, 2, "
+                         f"... from the left.")
+
+
+def _face_out_of_range_message(face_index: int, num_faces: int, source: str) -> str:
+    faces = "1 face" if num_faces == 1 else f"{num_faces} faces"
+    return (f"No face number {face_index} in {source or 'the image'}: found {faces} (numbered 0..{num_faces - 1} "
+            f"from left to right). Choose a number in that range.")
+
+
 # ------------------------------------------------------------------------------------------------ tracker
 
 
@@ -345,18 +357,53 @@ class FaceTracker:
             raise InputError(f"{source or 'Video'}: no frames to track.")
         return self._assemble_track(per_frame, num_faces, fps, image_size, source, selector)
 
-    def track_image(self, image: np.ndarray, source: str = "") -> Track:
-        """Find the most prominent face in one RGB uint8 image: a Track with T=1 and fps 0.
+    def track_image(self, image: np.ndarray, source: str = "", face_index: int | None = None) -> Track:
+        """Find one face in one RGB uint8 image: a Track with T=1 and fps 0.
+
+        ``face_index``: None takes the most prominent face (large and central, see :func:`face_score`); N takes
+        face N of :meth:`find_faces`, numbered from 0 left to right. ``num_faces[0]`` is how many faces were found.
 
         Raises:
             NoFaceError: no usable face (the message says why it may have failed, e.g. a tiny image).
+            InputError: ``face_index`` is negative, or the image has no face of that number.
         """
+        _check_face_index(face_index, source)
         image = _as_rgb(image, 0)
         image_size = image.shape[:2]
         self._warn_if_tiny(image_size, source)
         selector = FaceSelector(image_size, 1, self.config.min_face_size)
-        landmarks, count = self._locate(image, self._get_static_mesh(), selector, tiled=True)
-        return self._assemble_track([landmarks], [count], 0.0, image_size, source, selector)
+        if face_index is None:
+            landmarks, count = self._locate(image, self._get_static_mesh(), selector, tiled=True)
+            return self._assemble_track([landmarks], [count], 0.0, image_size, source, selector)
+        faces, selector.largest_too_small = self._image_faces(image)
+        if faces and face_index >= len(faces):
+            raise InputError(_face_out_of_range_message(face_index, len(faces), source))
+        landmarks = faces[face_index] if faces else None
+        return self._assemble_track([landmarks], [len(faces)], 0.0, image_size, source, selector)
+
+    def find_faces(self, image: np.ndarray, source: str = "") -> list[np.ndarray]:
+        """The ``(478, 3)`` float32 landmarks of every usable face in one RGB image, ordered left to right.
+
+        The order (by the centre x of each face's landmark box) is the numbering users see and choose from with
+        ``track_image(face_index=N)`` (``--face N``): 0 is the leftmost face. Faces smaller than
+        ``min_face_size`` are left out. Face Mesh runs on the whole image; with ``detection_fallback``, faces it
+        misses but the full-range detector finds (small ones) are meshed on a crop around each detection.
+        """
+        faces, _ = self._image_faces(_as_rgb(image, 0))
+        logger.debug("%s: %d faces found.", source or "Image", len(faces))
+        return faces
+
+    def face_number(self, image: np.ndarray, landmarks: np.ndarray, source: str = "") -> int | None:
+        """The left-to-right number (as in :meth:`find_faces`) of the face with these ``(478, 3)`` landmarks.
+
+        Names the face :meth:`track_image` chose by prominence, so users can pick another one by number.
+        None if no face found in ``image`` overlaps them by at least half (IoU of the landmark boxes).
+        """
+        target = landmark_bboxes(landmarks)
+        overlaps = [bbox_iou(target, landmark_bboxes(face)) for face in self.find_faces(image, source)]
+        if not overlaps or max(overlaps) < 0.5:
+            return None
+        return int(np.argmax(overlaps))
 
     # -- per-frame work
 
@@ -393,16 +440,54 @@ class FaceTracker:
         ranked = selector.rank_detections(detections)
         if not ranked:
             return None, len(detections)
-        x0, y0, x1, y1 = detections[ranked[0]]
+        faces = self._mesh_around(frame, detections[ranked[0]])
+        choice = selector.pick([landmark_bboxes(f) for f in faces])
+        return (None if choice is None else faces[choice]), len(detections)
+
+    def _mesh_around(self, frame: np.ndarray, detection: np.ndarray) -> list[np.ndarray]:
+        """Static Face Mesh on a square crop around a detector box; the faces' landmarks in frame pixels."""
+        x0, y0, x1, y1 = detection
         side = RESCUE_CROP_SCALE * max(x1 - x0, y1 - y0)
         box = np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0, side])
         crop_size = int(np.clip(round(side), *RESCUE_CROP_SIZE_RANGE))
         crop = crop_image(frame, box, crop_size)
         faces = _mesh_faces(self._get_static_mesh(), crop, crop_size, crop_size)
         to_frame = invert_affine(crop_matrix(box, crop_size))
-        faces = [transform_points(f, to_frame).astype(np.float32) for f in faces]
-        choice = selector.pick([landmark_bboxes(f) for f in faces])
-        return (None if choice is None else faces[choice]), len(detections)
+        return [transform_points(f, to_frame).astype(np.float32) for f in faces]
+
+    def _image_faces(self, image: np.ndarray) -> tuple[list[np.ndarray], float]:
+        """All usable faces of one RGB image, left to right, and the size of the largest one too small to use."""
+        height, width = image.shape[:2]
+        working = self._working_frame(image)
+        faces = _mesh_faces(self._get_static_mesh(), working, width, height)
+        if self.config.detection_fallback:
+            faces += self._rescue_missed(image, working, faces)
+        sizes = [_bbox_size(landmark_bboxes(f)) for f in faces]
+        usable = [f for f, size in zip(faces, sizes, strict=True) if size >= self.config.min_face_size]
+        largest_too_small = max([0.0, *(size for size in sizes if size < self.config.min_face_size)])
+        return sorted(usable, key=lambda f: float(landmark_bboxes(f)[[0, 2]].mean())), largest_too_small
+
+    def _rescue_missed(self, frame: np.ndarray, working: np.ndarray, found: list[np.ndarray]) -> list[np.ndarray]:
+        """Faces the detector finds but Face Mesh missed (``found``), each meshed on a crop around its detection.
+
+        Full-resolution tiles are searched only when the downscaled image shows no face at all, as in tracking.
+        """
+        height, width = frame.shape[:2]
+        detections = _detect_faces(self._get_detector(), working, width, height)
+        if not detections and not found:
+            detections = self._detect_in_tiles(frame)
+        boxes = [landmark_bboxes(f) for f in found]
+        rescued = []
+        for detection in sorted(detections, key=lambda b: -face_score(b, (height, width))):
+            if any(_center_distance(box, detection) <= DETECTION_MAX_CENTER_DIST for box in boxes):
+                continue  # already found (or found twice by overlapping tiles)
+            near = [f for f in self._mesh_around(frame, detection)
+                    if _center_distance(landmark_bboxes(f), detection) <= DETECTION_MAX_CENTER_DIST]
+            if near:
+                face = min(near, key=lambda f: _center_distance(landmark_bboxes(f), detection))
+                rescued.append(face)
+                boxes.append(landmark_bboxes(face))
+        return rescued
 
     def _detect_in_tiles(self, frame: np.ndarray) -> list[np.ndarray]:
         """Detector boxes from half-overlapping full-resolution tiles of ``max_working_size`` pixels.

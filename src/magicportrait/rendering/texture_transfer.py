@@ -1,0 +1,224 @@
+"""Re-render the source photo on a moved head mesh: the geometric (no-weights) reenactment's face.
+
+The source crop is the texture: every vertex's texture coordinate is where the fitted source mesh puts it in the
+source image (projective texture mapping). A surface point shown in an output pixel takes the source colour at its
+source position if the source saw it there (per-texel visibility: its source depth against the source's z-buffer),
+else the colour of its left/right mirror point if that one was seen, else the face's median colour. Interpolation is
+perspective-correct for perspective cameras (both in the output and in the source projection). The mouth opening
+is closed by a strip of triangles across the inner lips: it shows the source's own mouth interior (teeth) where the
+source mouth was open enough, and a dark cavity where the driving mouth opens wider than the source's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from magicportrait.heads.mediapipe_topology import orient_like, strip_triangles
+from magicportrait.rendering.rasterizer import rasterize_foreground
+from magicportrait.rendering.shading import sample_texture_foreground
+
+__all__ = ["SourceTexture", "TextureTransferRenderer", "TransferredFaces", "boundary_loops", "mouth_cavity_faces",
+           "project_source_texture"]
+
+DEPTH_TOLERANCE = 0.012
+"""Depth slack of the visibility test, as a fraction of the image side (z is in pixels)."""
+
+DEFAULT_CAVITY = (0.17, 0.07, 0.07)
+"""Colour of the inside of an open mouth where the source shows no teeth (a dark red-brown)."""
+
+TEETH_STRETCH = (0.15, 0.5)
+"""A mouth triangle shows the source's mouth texture fully when its source area is at least the second fraction of
+its rendered area, and the cavity below the first (a closed source mouth stretched open)."""
+
+
+@dataclass
+class SourceTexture:
+    """The source photo as a texture of one mesh: where each vertex lies in it and what the source camera saw.
+
+    Attributes:
+        image: `(H, W, 3)` uint8 RGB source (crop).
+        uv: `(V, 2)` float32 image-space position of each vertex in ``image`` (pixel (i, j) covers [i, i+1)).
+        depth: `(V,)` float32 image-space z of each vertex in the source (smaller = nearer).
+        zbuffer: `(H, W)` float32 z of the nearest source surface per pixel, +inf where the mesh is absent.
+        fallback_colour: `(3,)` float32 in [0, 1], the median colour of the visible face (for unseen surface).
+        perspective: whether the source vertices come from a perspective camera (z proportional to depth).
+    """
+
+    image: np.ndarray
+    uv: np.ndarray
+    depth: np.ndarray
+    zbuffer: np.ndarray
+    fallback_colour: np.ndarray
+    perspective: bool = False
+
+
+def project_source_texture(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
+                           perspective: bool = False) -> SourceTexture:
+    """Texture the mesh ``faces`` with ``image`` through its fitted source pose ``vertices`` `(V, 3)` image space."""
+    image = np.ascontiguousarray(image)
+    vertices = np.asarray(vertices, np.float32)
+    fg = rasterize_foreground(vertices[None], faces, image.shape[:2])
+    zbuffer = fg.scatter(fg.zbuf.float(), float("inf"))[0].numpy()
+    seen = image[np.isfinite(zbuffer)]
+    fallback = np.median(seen, axis=0) / 255.0 if len(seen) else np.full(3, 0.5)
+    return SourceTexture(image=image, uv=vertices[:, :2].copy(), depth=vertices[:, 2].copy(), zbuffer=zbuffer,
+                         fallback_colour=fallback.astype(np.float32), perspective=perspective)
+
+
+def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
+    """The closed boundary loops of a triangle mesh (edges used by one face), each in walking order."""
+    faces = np.asarray(faces, np.int64)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    undirected, counts = np.unique(np.sort(edges, axis=1), axis=0, return_counts=True)
+    single = {tuple(e) for e in undirected[counts == 1]}
+    following = {int(a): int(b) for a, b in edges if (min(a, b), max(a, b)) in single}
+    loops, visited = [], set()
+    for start in following:
+        if start in visited:
+            continue
+        loop, vertex = [], start
+        while vertex not in visited and vertex in following:
+            visited.add(vertex)
+            loop.append(vertex)
+            vertex = following[vertex]
+        if vertex == start and len(loop) >= 3:
+            loops.append(np.array(loop, np.int64))
+    return loops
+
+
+def mouth_cavity_faces(loop: np.ndarray, rest_vertices: np.ndarray) -> np.ndarray:
+    """Triangles across the mouth opening ``loop`` (starting at a mouth corner), facing the camera at rest.
+
+    The strip zig-zags between the upper and the lower lip, so each triangle has vertices on both lips and the
+    source's teeth part with the lips when the jaw opens.
+    """
+    return orient_like(strip_triangles(np.asarray(loop)), np.asarray(rest_vertices))
+
+
+@dataclass
+class TransferredFaces:
+    """The re-rendered face of N frames: `(N, H, W, 3)` uint8 colours, `(N, H, W)` bool coverage and mouth pixels."""
+
+    images: np.ndarray
+    mask: np.ndarray
+    mouth: np.ndarray
+
+
+class TextureTransferRenderer:
+    """Renders the source texture on moved vertices of the same mesh (see the module docstring).
+
+    Args:
+        texture: from :func:`project_source_texture`.
+        faces: `(F, 3)` the head mesh's triangles.
+        mouth_faces: optional `(M, 3)` triangles across the mouth opening (:func:`mouth_cavity_faces`).
+        mirror: optional `(V,)` left/right mirror partner of each vertex, -1 where none.
+        image_size: (H, W) of the output; default the texture's size.
+        cavity_colour: RGB in [0, 1] of the open mouth's inside where the source shows none.
+        device: torch device.
+    """
+
+    def __init__(self, texture: SourceTexture, faces: np.ndarray, *, mouth_faces: np.ndarray | None = None,
+                 mirror: np.ndarray | None = None, image_size: tuple[int, int] | None = None,
+                 cavity_colour=DEFAULT_CAVITY, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.texture = texture
+        self.image_size = tuple(image_size or texture.image.shape[:2])
+        faces = np.asarray(faces, np.int64)
+        mouth = np.zeros((0, 3), np.int64) if mouth_faces is None else np.asarray(mouth_faces, np.int64)
+        self.num_head_faces = len(faces)
+        self.faces = torch.as_tensor(np.concatenate([faces, mouth]), device=self.device)
+        num_vertices = len(texture.uv)
+        if int(self.faces.max()) >= num_vertices:
+            raise ValueError(f"faces index vertex {int(self.faces.max())}, but the texture has {num_vertices}.")
+        self.uv = torch.as_tensor(texture.uv, dtype=torch.float32, device=self.device)
+        self.depth = torch.as_tensor(texture.depth, dtype=torch.float32, device=self.device)
+        self.zbuffer = torch.as_tensor(texture.zbuffer, dtype=torch.float32, device=self.device)
+        self.image = torch.as_tensor(texture.image, device=self.device).permute(2, 0, 1)[None].float() / 255.0
+        self.mirror = None if mirror is None else torch.as_tensor(np.asarray(mirror, np.int64), device=self.device)
+        self.fallback = torch.as_tensor(texture.fallback_colour, dtype=torch.float32, device=self.device)
+        self.cavity = torch.as_tensor(np.asarray(cavity_colour, np.float32), device=self.device)
+        self.tolerance = DEPTH_TOLERANCE * max(texture.image.shape[:2])
+        self._key_buffer: torch.Tensor | None = None
+
+    def render(self, vertices) -> TransferredFaces:
+        """Re-render the source on `(N, V, 3)` image-space vertices (the same mesh, moved)."""
+        verts = torch.as_tensor(np.asarray(vertices, np.float32), device=self.device)
+        verts = verts[None] if verts.ndim == 2 else verts
+        n, (h, w) = verts.shape[0], self.image_size
+        if self._key_buffer is None or self._key_buffer.numel() < n * h * w:
+            self._key_buffer = torch.empty(n * h * w, dtype=torch.int64, device=self.device)
+        fg = rasterize_foreground(verts, self.faces, (h, w), key_buffer=self._key_buffer)
+        corners = self.faces[fg.face]  # (K, 3)
+        bary = fg.bary.float()
+        if self.texture.perspective:  # screen-space -> surface barycentrics in the output view
+            output_depth = verts[..., 2].reshape(-1)[corners + (fg.frame * verts.shape[1])[:, None]]
+            bary = _perspective_weights(bary, output_depth)
+        colours = self._surface_colours(corners, bary)
+        mouth = fg.face >= self.num_head_faces
+        if bool(mouth.any()):
+            alpha = self._teeth_alpha(verts)[fg.frame[mouth], fg.face[mouth] - self.num_head_faces]
+            colours[mouth] = alpha[:, None] * colours[mouth] + (1 - alpha[:, None]) * self.cavity
+        images = fg.scatter((colours.clamp(0, 1) * 255).round().to(torch.uint8))
+        mouth_mask = fg.scatter(mouth)
+        return TransferredFaces(images=images.cpu().numpy(), mask=fg.mask().cpu().numpy(),
+                                mouth=mouth_mask.cpu().numpy())
+
+    def _surface_colours(self, corners: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
+        """`(K, 3)` colours: the source where it saw the point, else its mirror point, else the fallback colour."""
+        direct, seen = self._source_lookup(corners, bary)
+        colours = direct * seen[:, None]
+        rest = 1.0 - seen
+        if self.mirror is not None:
+            mirrored = self.mirror[corners]
+            has_mirror = (mirrored >= 0).all(1)
+            mirror_colours, mirror_seen = self._source_lookup(mirrored.clamp_min(0), bary)
+            mirror_seen = mirror_seen * has_mirror
+            colours += mirror_colours * (rest * mirror_seen)[:, None]
+            rest = rest * (1.0 - mirror_seen)
+        return colours + self.fallback * rest[:, None]
+
+    def _source_lookup(self, corners: torch.Tensor, bary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source colour `(K, 3)` and visibility `(K,)` in [0, 1] of the surface points ``bary`` on ``corners``."""
+        uv, depth = self.uv[corners], self.depth[corners]  # (K, 3, 2), (K, 3)
+        screen = _projected_weights(bary, depth) if self.texture.perspective else bary
+        position = (screen[..., None] * uv).sum(1)
+        z = (bary * depth).sum(1)  # depth is affine on the surface, so the surface weights apply
+        h, w = self.zbuffer.shape
+        col = position[:, 0].floor().long().clamp(0, w - 1)
+        row = position[:, 1].floor().long().clamp(0, h - 1)
+        nearest = self.zbuffer[row, col]
+        seen = ((nearest + 2 * self.tolerance - z) / self.tolerance).clamp(0, 1)
+        seen = torch.where(torch.isfinite(nearest), seen, torch.ones_like(seen))
+        frame = torch.zeros(len(position), dtype=torch.int64, device=self.device)
+        return sample_texture_foreground(self.image, position, frame), seen
+
+    def _teeth_alpha(self, verts: torch.Tensor) -> torch.Tensor:
+        """`(N, M)` weight of the source mouth texture per mouth triangle (1: source area enough, 0: cavity)."""
+        mouth = self.faces[self.num_head_faces:]
+        source_area = _triangle_areas(self.uv[mouth])  # (M,)
+        rendered_area = _triangle_areas(verts[:, mouth, :2])  # (N, M)
+        ratio = source_area / rendered_area.clamp_min(1e-6)
+        low, high = TEETH_STRETCH
+        return ((ratio - low) / (high - low)).clamp(0, 1)
+
+
+def _perspective_weights(bary: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """Barycentrics over a projected triangle -> over the surface: ``(b_i / z_i) / sum_j (b_j / z_j)``."""
+    weights = bary / depth.clamp_min(1e-6)
+    return weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def _projected_weights(bary: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """Surface barycentrics -> barycentrics over the projected triangle: ``(b_i z_i) / sum_j (b_j z_j)``."""
+    weights = bary * depth
+    return weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def _triangle_areas(corners: torch.Tensor) -> torch.Tensor:
+    """Unsigned areas of 2D triangles `(..., 3, 2)`."""
+    a, b, c = corners.unbind(-2)
+    ab, ac = b - a, c - a
+    return 0.5 * (ab[..., 0] * ac[..., 1] - ab[..., 1] * ac[..., 0]).abs()

@@ -1,0 +1,173 @@
+"""The source photo re-rendered on a moved mesh: exact lookups, per-texel visibility, mirror fill, the mouth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from magicportrait.heads import MediaPipeHeadModel
+from magicportrait.heads.base import pose_vertices
+from magicportrait.rendering.texture_transfer import (
+    DEFAULT_CAVITY,
+    SourceTexture,
+    TextureTransferRenderer,
+    _perspective_weights,
+    _projected_weights,
+    boundary_loops,
+    mouth_cavity_faces,
+    project_source_texture,
+)
+
+SIZE = 256
+UPPER_INNER_LIP = (191, 80, 81, 82, 13, 312, 311, 310, 415)
+LOWER_INNER_LIP = (95, 88, 178, 87, 14, 317, 402, 318, 324)  # partners of the upper ones, in the same order
+
+
+def _grid(x0, x1, y0, y1, z, n):
+    xs, ys = np.meshgrid(np.linspace(x0, x1, n), np.linspace(y0, y1, n))
+    vertices = np.stack([xs.ravel(), ys.ravel(), np.full(n * n, z)], 1)
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, c], 1), np.stack([b, d, c], 1)])
+    return vertices, faces
+
+
+def two_sheets():
+    """A 5x5-vertex back sheet (z=50) partly hidden by a front square (z=0); texture R = pixel column."""
+    back, back_faces = _grid(40, 200, 40, 200, 50.0, 5)
+    front, front_faces = _grid(60, 110, 90, 150, 0.0, 2)
+    vertices = np.concatenate([back, front]).astype(np.float32)
+    faces = np.concatenate([back_faces, front_faces + len(back)])
+    image = np.zeros((SIZE, SIZE, 3), np.uint8)
+    image[..., 0] = np.arange(SIZE)[None, :]
+    image[..., 1] = 100
+    image[90:150, 60:110] = (10, 200, 30)  # what the source camera saw of the front square
+    mirror = np.full(len(vertices), -1)
+    columns = np.arange(25) % 5
+    mirror[:25] = np.arange(25) - columns + (4 - columns)  # the back sheet mirrored about x = 120
+    return vertices, faces, image, mirror
+
+
+def _texture(vertices, faces, image, fallback=(0.2, 0.4, 0.6)):
+    texture = project_source_texture(image, vertices, faces)
+    texture.fallback_colour = np.asarray(fallback, np.float32)
+    return texture
+
+
+def test_unmoved_mesh_gives_back_the_source_exactly():
+    vertices, faces, image, _ = two_sheets()
+    out = TextureTransferRenderer(_texture(vertices, faces, image), faces).render(vertices)
+    assert out.mask[0].sum() > 20000
+    np.testing.assert_array_equal(out.images[0][out.mask[0]], image[out.mask[0]])
+    assert not out.mouth.any()
+
+
+def test_translated_mesh_moves_the_texture_by_whole_pixels():
+    vertices, faces, image, _ = two_sheets()
+    moved = vertices + np.array([12.0, -7.0, 0.0], np.float32)
+    out = TextureTransferRenderer(_texture(vertices, faces, image), faces).render(moved)
+    rows, cols = np.nonzero(out.mask[0])
+    np.testing.assert_array_equal(out.images[0][rows, cols], image[rows + 7, cols - 12])
+
+
+def test_surface_the_source_never_saw_gets_the_fallback_colour_without_a_mirror():
+    vertices, faces, image, _ = two_sheets()
+    moved = vertices.copy()
+    moved[25:, 0] += 140  # the front square moves away, uncovering the back sheet behind it
+    out = TextureTransferRenderer(_texture(vertices, faces, image), faces).render(moved)
+    hidden = out.images[0][95:145, 65:105].reshape(-1, 3)
+    np.testing.assert_array_equal(hidden, np.tile(np.round(np.array([0.2, 0.4, 0.6]) * 255), (len(hidden), 1)))
+    seen = out.images[0][60:80, 65:105]  # above the square: the source saw it
+    np.testing.assert_array_equal(seen[..., 0], np.tile(np.arange(65, 105), (20, 1)))
+    np.testing.assert_array_equal(out.images[0][95:145, 205:245], np.full((50, 40, 3), (10, 200, 30)))
+
+
+def test_surface_the_source_never_saw_is_filled_from_its_mirror_point():
+    vertices, faces, image, mirror = two_sheets()
+    moved = vertices.copy()
+    moved[25:, 0] += 140
+    out = TextureTransferRenderer(_texture(vertices, faces, image), faces, mirror=mirror).render(moved)
+    columns = np.arange(65, 105)
+    expected = 240.0 - (columns + 0.5) - 0.5  # the gradient's value at the mirrored position
+    red = out.images[0][95:145, 65:105, 0].astype(float)
+    assert np.abs(red - expected[None]).max() <= 1.0
+    np.testing.assert_array_equal(out.images[0][95:145, 65:105, 1], 100)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_perspective_weights_invert_projection(seed):
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(-1, 1, (3, 3)) + np.array([0, 0, 4.0])  # a triangle in front of the camera
+    beta = rng.dirichlet(np.ones(3))
+    surface_point = beta @ points
+    projected = points[:, :2] / points[:, 2:]
+    target = surface_point[:2] / surface_point[2]
+    screen = np.linalg.solve(np.vstack([projected.T, np.ones(3)]), np.append(target, 1.0))
+    depth = torch.tensor(points[:, 2])
+    np.testing.assert_allclose(_perspective_weights(torch.tensor(screen), depth).numpy(), beta, atol=1e-9)
+    np.testing.assert_allclose(_projected_weights(torch.tensor(beta), depth).numpy(), screen, atol=1e-9)
+
+
+def _frontal_face():
+    model = MediaPipeHeadModel()
+    vertices = pose_vertices(model.canonical[None], np.zeros((1, 3)), np.array([12.0]),
+                             np.array([[128.0, 110.0, 200.0]]))[0]
+    return model, vertices.astype(np.float32)
+
+
+def test_opened_mouth_of_a_closed_source_shows_the_dark_cavity():
+    model, vertices = _frontal_face()
+    closed = vertices.copy()
+    closed[list(LOWER_INNER_LIP), :2] = closed[list(UPPER_INNER_LIP), :2]
+    image = np.full((SIZE, SIZE, 3), 180, np.uint8)
+    mouth = mouth_cavity_faces(model.mouth_loop(), model.canonical)
+    renderer = TextureTransferRenderer(_texture(closed, model.faces, image), model.faces, mouth_faces=mouth)
+    opened = closed.copy()
+    opened[list(LOWER_INNER_LIP), 1] += 20
+    out = renderer.render(opened)
+    centre = np.round(closed[[13], :2] + [0, 10]).astype(int)[0]
+    assert out.mouth[0][centre[1], centre[0]]
+    np.testing.assert_array_equal(out.images[0][centre[1], centre[0]], np.round(np.array(DEFAULT_CAVITY) * 255))
+    assert out.mouth[0].sum() > 100
+
+
+def test_open_source_mouth_keeps_its_teeth():
+    model, vertices = _frontal_face()
+    opened = vertices.copy()
+    opened[model.canonical[:, 1] > model.canonical[13, 1] + 0.3, 1] += 20  # the jaw drops: lower lip and chin
+    image = np.full((SIZE, SIZE, 3), 180, np.uint8)
+    top, bottom = opened[13, 1], opened[14, 1]
+    image[int(top) + 2:int(bottom) - 2, int(opened[78, 0]) + 10:int(opened[308, 0]) - 10] = 255  # "teeth"
+    mouth = mouth_cavity_faces(model.mouth_loop(), model.canonical)
+    out = TextureTransferRenderer(_texture(opened, model.faces, image), model.faces, mouth_faces=mouth).render(opened)
+    centre = np.round((opened[13, :2] + opened[14, :2]) / 2).astype(int)
+    assert out.mouth[0][centre[1], centre[0]]
+    np.testing.assert_array_equal(out.images[0][centre[1], centre[0]], [255, 255, 255])
+
+
+def test_boundary_loops_find_the_hole_of_a_mesh():
+    _, faces = _grid(0, 1, 0, 1, 0, 4)  # a 3x3-cell sheet: one boundary loop of 12 vertices
+    keep = np.ones(len(faces), bool)
+    keep[[4, 13]] = False  # remove the centre cell: a second loop of 4
+    loops = sorted(boundary_loops(faces[keep]), key=len)
+    assert [len(loop) for loop in loops] == [4, 12]
+    assert set(loops[0]) == {5, 6, 9, 10}
+
+
+def test_mediapipe_mouth_loop_starts_at_a_corner():
+    model = MediaPipeHeadModel()
+    loop = model.mouth_loop()
+    assert loop[0] == 78 and 308 in loop and len(loop) == 20
+    mirror = model.mirror_vertices()
+    reflected = model.canonical[mirror] * np.array([-1.0, 1.0, 1.0])
+    assert mirror[78] == 308 and np.linalg.norm(reflected - model.canonical, axis=1).mean() < 0.3
+
+
+def test_source_texture_fallback_is_the_median_of_what_the_mesh_covers():
+    vertices, faces, image, _ = two_sheets()
+    texture = project_source_texture(image, vertices, faces)
+    assert isinstance(texture, SourceTexture)
+    covered = image[np.isfinite(texture.zbuffer)]
+    np.testing.assert_allclose(texture.fallback_colour, np.median(covered, axis=0) / 255.0, atol=1e-6)
+    assert np.isinf(texture.zbuffer[0, 0]) and texture.zbuffer[120, 80] == 0.0 and texture.zbuffer[60, 150] == 50.0
