@@ -38,12 +38,14 @@ def animated(release, example, tmp_path_factory):
 
 
 def test_result_and_grid(animated):
-    result = probe_video(animated / "result.mp4")
-    assert (result.num_frames, result.fps, result.width, result.height) == (NUM_FRAMES, 25.0, SIZE, SIZE)
+    crop = probe_video(animated / "result_crop.mp4")
+    assert (crop.num_frames, crop.fps, crop.width, crop.height) == (NUM_FRAMES, 25.0, SIZE, SIZE)
+    pasted = probe_video(animated / "result.mp4")  # pasted back into the 512x512 source image
+    assert (pasted.num_frames, pasted.fps, pasted.width, pasted.height) == (NUM_FRAMES, 25.0, 512, 512)
     grid = probe_video(animated / "grid.mp4")
     assert (grid.num_frames, grid.width, grid.height) == (NUM_FRAMES, 6 * SIZE, SIZE)
     assert (animated / "guidance" / "depth" / "frame_0014.png").is_file()
-    frames = np.stack(list(iter_frames(animated / "result.mp4"))).astype(float)
+    frames = np.stack(list(iter_frames(animated / "result_crop.mp4"))).astype(float)
     assert frames.std() > 5  # random weights give a textured image, not a flat (NaN -> 0) frame
     # The grid's last panel is the result, its first the source crop.
     panel = next(iter_frames(animated / "grid.mp4"))[:, 5 * SIZE:].astype(float)
@@ -83,10 +85,11 @@ def test_missing_weights_say_what_is_needed(example, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_no_weights_at_all(example, tmp_path, capsys, monkeypatch):
+def test_diffusion_without_weights_says_so(example, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MAGICPORTRAIT_WEIGHTS", raising=False)
     source, driving = example
-    assert main(["animate", "-s", str(source), "-d", str(driving), "-o", str(tmp_path / "out"), *FAST]) == 2
+    assert main(["animate", "-s", str(source), "-d", str(driving), "-o", str(tmp_path / "out"), "--backend",
+                 "diffusion", *FAST]) == 2
     assert "No diffusion weights given" in capsys.readouterr().err
 
 
@@ -154,6 +157,7 @@ def test_driving_audio_is_kept(release, example, tmp_path):
     output = tmp_path / "out"
     assert main(["animate", "-s", str(example[0]), "-d", str(driving), "-o", str(output), "--weights",
                  str(release), *FAST, "--no-write-grid"]) == 0
-    result = probe_video(output / "result.mp4")
-    assert result.has_audio and result.num_frames == NUM_FRAMES
+    for name in ("result.mp4", "result_crop.mp4"):
+        result = probe_video(output / name)
+        assert result.has_audio and result.num_frames == NUM_FRAMES
     assert not (output / "grid.mp4").exists()

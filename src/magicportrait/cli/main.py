@@ -30,16 +30,33 @@ def _guide(args: argparse.Namespace) -> None:
 
 
 def _animate(args: argparse.Namespace) -> None:
-    from magicportrait.pipelines.animate import AnimateConfig, MagicPortraitPipeline
+    from magicportrait.pipelines.animate import AnimateConfig
 
     source, driving = _inputs(args)
     config = config_from_args(AnimateConfig, args)
-    pipeline = MagicPortraitPipeline.from_pretrained(config=config)
-    result = pipeline.run(source, driving, args.output)
+    _reenact(config, source, driving, args.output)
+
+
+def _reenact(config, source: str, driving: str, output: str) -> None:
+    from magicportrait.pipelines.animate import load_pipeline
+
+    backend = config.resolved_backend()
+    print(f"Generator: {backend}" + ("" if backend == "diffusion" else
+                                     " (no weights needed; give --weights DIR for the diffusion model)"))
+    result = load_pipeline(config).run(source, driving, output)
     print(f"Wrote {result.num_frames} frames at {result.fps:g} fps with the {result.backend} generator to "
           f"{result.output_dir}/")
     for name, path in result.files.items():
-        print(f"  {name:9s} {path}")
+        print(f"  {name:12s} {path}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from magicportrait.pipelines.animate import AnimateConfig
+
+    config = config_from_args(AnimateConfig, args)
+    source, driving = _inputs(argparse.Namespace(source=None, driving=None, example=True, output=args.output,
+                                                 command="demo"))
+    _reenact(config, source, driving, args.output)
 
 
 def _inputs(args: argparse.Namespace) -> tuple[str, str]:
@@ -108,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(guide, GuideConfig)
     guide.set_defaults(handler=_guide)
 
-    animate = commands.add_parser("animate", help="Reenact the portrait with the driving video's motion using the "
-                                  "diffusion generator (needs the released weights: --weights DIR).")
+    animate = commands.add_parser("animate", help="Reenact the portrait with the driving video's motion: the "
+                                  "diffusion generator with --weights DIR, else the instant geometric one.")
     _add_inputs(animate)
     add_config_arguments(animate, AnimateConfig)
     animate.set_defaults(handler=_animate)
@@ -121,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--max-size", type=int, default=1280, help="Downscale frames to this longer side.")
     add_config_arguments(track, TrackerConfig)
     track.set_defaults(handler=_track)
+
+    demo = commands.add_parser("demo", help="Run the whole main job on the bundled example: writes result.mp4 and "
+                               "grid.mp4 (the geometric generator unless diffusion weights are configured).")
+    demo.add_argument("--output", "-o", default="outputs/demo", help="Output folder (default: outputs/demo).")
+    add_config_arguments(demo, AnimateConfig)
+    demo.set_defaults(handler=_demo)
 
     example = commands.add_parser("example", help="Write the bundled example (source.png, driving.mp4).")
     example.add_argument("--output", "-o", required=True, help="Output folder.")

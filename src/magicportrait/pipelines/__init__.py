@@ -2,7 +2,9 @@
 
 - ``guide``: portrait + driving video -> depth / normal / render guidance maps (:class:`GuidePipeline`);
 - ``generation``: reference + guidance maps -> video with the diffusion generator (:class:`GenerationPipeline`);
-- ``animate``: the whole main job, guide then generate (:class:`MagicPortraitPipeline`).
+- ``geometric``: reference + aligned head -> video without learned weights, in real time (:class:`GeometricGenerator`);
+- ``animate``: the whole main job with either generator (:func:`load_pipeline`, :class:`MagicPortraitPipeline`,
+  :class:`GeometricPipeline`), results pasted back into the source frame.
 
 Names are imported on first use, so ``import magicportrait.pipelines`` does not load diffusers.
 """
@@ -16,6 +18,8 @@ _EXPORTS: dict[str, str] = {
     "GuideConfig": "guide", "GuidePipeline": "guide", "GuideResult": "guide",
     "GenerationConfig": "generation", "GenerationPipeline": "generation",
     "AnimateConfig": "animate", "AnimateResult": "animate", "MagicPortraitPipeline": "animate",
+    "GeometricPipeline": "animate", "load_pipeline": "animate",
+    "GeometricConfig": "geometric", "GeometricGenerator": "geometric",
 }
 
 __all__ = sorted(_EXPORTS)

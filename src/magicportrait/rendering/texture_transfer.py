@@ -29,6 +29,8 @@ DEPTH_TOLERANCE = 0.012
 DEFAULT_CAVITY = (0.17, 0.07, 0.07)
 """Colour of the inside of an open mouth where the source shows no teeth (a dark red-brown)."""
 
+EMPTY_DEPTH = 1e30
+
 TEETH_STRETCH = (0.15, 0.5)
 """A mouth triangle shows the source's mouth texture fully when its source area is at least the second fraction of
 its rendered area, and the cavity below the first (a closed source mouth stretched open)."""
@@ -135,7 +137,9 @@ class TextureTransferRenderer:
             raise ValueError(f"faces index vertex {int(self.faces.max())}, but the texture has {num_vertices}.")
         self.uv = torch.as_tensor(texture.uv, dtype=torch.float32, device=self.device)
         self.depth = torch.as_tensor(texture.depth, dtype=torch.float32, device=self.device)
-        self.zbuffer = torch.as_tensor(texture.zbuffer, dtype=torch.float32, device=self.device)
+        # no surface = infinitely far: a large finite depth keeps the visibility test free of inf arithmetic
+        self.zbuffer = torch.as_tensor(np.minimum(texture.zbuffer, EMPTY_DEPTH), dtype=torch.float32,
+                                       device=self.device)
         self.image = torch.as_tensor(texture.image, device=self.device).permute(2, 0, 1)[None].float() / 255.0
         self.mirror = None if mirror is None else torch.as_tensor(np.asarray(mirror, np.int64), device=self.device)
         self.fallback = torch.as_tensor(texture.fallback_colour, dtype=torch.float32, device=self.device)
@@ -168,30 +172,31 @@ class TextureTransferRenderer:
 
     def _surface_colours(self, corners: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
         """`(K, 3)` colours: the source where it saw the point, else its mirror point, else the fallback colour."""
-        direct, seen = self._source_lookup(corners, bary)
-        colours = direct * seen[:, None]
-        rest = 1.0 - seen
+        colours, seen = self._source_lookup(corners, bary)
+        hidden = torch.nonzero(seen < 1).squeeze(1)  # usually a small part: look up mirrors only there
+        if hidden.numel() == 0:
+            return colours
+        fill = self.fallback.expand(len(hidden), 3)
         if self.mirror is not None:
-            mirrored = self.mirror[corners]
-            has_mirror = (mirrored >= 0).all(1)
-            mirror_colours, mirror_seen = self._source_lookup(mirrored.clamp_min(0), bary)
-            mirror_seen = mirror_seen * has_mirror
-            colours += mirror_colours * (rest * mirror_seen)[:, None]
-            rest = rest * (1.0 - mirror_seen)
-        return colours + self.fallback * rest[:, None]
+            mirrored = self.mirror[corners[hidden]]
+            mirror_colours, mirror_seen = self._source_lookup(mirrored.clamp_min(0), bary[hidden])
+            mirror_seen = (mirror_seen * (mirrored >= 0).all(1))[:, None]
+            fill = mirror_colours * mirror_seen + fill * (1 - mirror_seen)
+        seen = seen[hidden, None]
+        colours[hidden] = colours[hidden] * seen + fill * (1 - seen)
+        return colours
 
     def _source_lookup(self, corners: torch.Tensor, bary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Source colour `(K, 3)` and visibility `(K,)` in [0, 1] of the surface points ``bary`` on ``corners``."""
         uv, depth = self.uv[corners], self.depth[corners]  # (K, 3, 2), (K, 3)
         screen = _projected_weights(bary, depth) if self.texture.perspective else bary
-        position = (screen[..., None] * uv).sum(1)
+        position = torch.einsum("kc,kcd->kd", screen, uv)
         z = (bary * depth).sum(1)  # depth is affine on the surface, so the surface weights apply
         h, w = self.zbuffer.shape
-        col = position[:, 0].floor().long().clamp(0, w - 1)
-        row = position[:, 1].floor().long().clamp(0, h - 1)
-        nearest = self.zbuffer[row, col]
-        seen = ((nearest + 2 * self.tolerance - z) / self.tolerance).clamp(0, 1)
-        seen = torch.where(torch.isfinite(nearest), seen, torch.ones_like(seen))
+        col = position[:, 0].long().clamp_(0, w - 1)  # positions are >= 0 where it matters: truncation = floor
+        row = position[:, 1].long().clamp_(0, h - 1)
+        nearest = self.zbuffer.view(-1)[row * w + col]
+        seen = ((nearest - z).add_(2 * self.tolerance)).div_(self.tolerance).clamp_(0, 1)
         frame = torch.zeros(len(position), dtype=torch.int64, device=self.device)
         return sample_texture_foreground(self.image, position, frame), seen
 

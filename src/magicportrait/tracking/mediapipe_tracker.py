@@ -39,6 +39,7 @@ TINY_IMAGE_PX = 128  # below this the whole frame is hardly bigger than a usable
 MATCH_MIN_IOU = 0.3  # a face continues the track if it overlaps the last tracked face this much...
 MATCH_MAX_CENTER_DIST = 0.5  # ...or its centre is within this many face sizes of it
 DETECTION_MAX_CENTER_DIST = 0.75  # detector boxes are tighter than landmark boxes: allow a little more
+SETTLED_MIN_IOU = 0.6  # a settled face must overlap the face it re-measures this much
 RESCUE_CROP_SCALE = 1.8  # crop side / detection box side for the rescue Face Mesh
 RESCUE_CROP_SIZE_RANGE = (192, 512)  # crop resolution (px): native, clipped to this range
 
@@ -59,6 +60,8 @@ class TrackerConfig:
     relock_after_s: float = option(2.0, "After the tracked face has been missing this long (seconds), lock onto "
                                    "the most prominent face again (a scene cut, or the person left).")
     min_face_size: float = option(32.0, "Ignore faces smaller than this (pixels): too coarse for later stages.")
+    settle_passes: int = option(3, "Extra Face Mesh passes on a video's first frame and on a portrait, so they are "
+                                "measured like later video frames (see FaceTracker).")
 
     def __post_init__(self) -> None:
         if self.max_faces < 1:
@@ -74,6 +77,8 @@ class TrackerConfig:
             raise ValueError(f"relock_after_s must be >= 0, got {self.relock_after_s}.")
         if self.min_face_size < 0:
             raise ValueError(f"min_face_size must be >= 0, got {self.min_face_size}.")
+        if self.settle_passes < 0:
+            raise ValueError(f"settle_passes must be >= 0, got {self.settle_passes}.")
 
 
 def _import_mediapipe():
@@ -350,6 +355,8 @@ class FaceTracker:
                 elif frame.shape[:2] != image_size:
                     raise InputError(f"{source or 'Video'}: frame {index} is {frame.shape[1]}x{frame.shape[0]} px, "
                                      f"the first frame was {image_size[1]}x{image_size[0]} px.")
+                if index == 0:
+                    self._settle(video_mesh, frame)
                 landmarks, count = self._locate(frame, video_mesh, selector)
                 per_frame.append(landmarks)
                 num_faces.append(count)
@@ -374,12 +381,44 @@ class FaceTracker:
         selector = FaceSelector(image_size, 1, self.config.min_face_size)
         if face_index is None:
             landmarks, count = self._locate(image, self._get_static_mesh(), selector, tiled=True)
-            return self._assemble_track([landmarks], [count], 0.0, image_size, source, selector)
-        faces, selector.largest_too_small = self._image_faces(image)
-        if faces and face_index >= len(faces):
-            raise InputError(_face_out_of_range_message(face_index, len(faces), source))
-        landmarks = faces[face_index] if faces else None
-        return self._assemble_track([landmarks], [len(faces)], 0.0, image_size, source, selector)
+        else:
+            faces, selector.largest_too_small = self._image_faces(image)
+            if faces and face_index >= len(faces):
+                raise InputError(_face_out_of_range_message(face_index, len(faces), source))
+            landmarks, count = (faces[face_index] if faces else None), len(faces)
+        if landmarks is not None:
+            landmarks = self._settled_landmarks(image, landmarks)
+        return self._assemble_track([landmarks], [count], 0.0, image_size, source, selector)
+
+    def _settle(self, video_mesh, frame: np.ndarray) -> None:
+        """Run the video-mode Face Mesh on ``frame`` ``settle_passes`` times without keeping the result.
+
+        Face Mesh's landmarks depend on its region of interest: on a first frame that comes from its face detector,
+        afterwards from the previous frame's landmarks, and within ~3 frames the face comes out ~4% larger and
+        stays so. Settling first measures the first frame (and a portrait, see :meth:`_settled_landmarks`) like
+        every later frame, so a still head does not seem to move or grow at the start of a video.
+        """
+        height, width = frame.shape[:2]
+        working = self._working_frame(frame)
+        for _ in range(self.config.settle_passes):
+            _mesh_faces(video_mesh, working, width, height)
+
+    def _settled_landmarks(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """``landmarks`` of a face in a still image, re-measured as a settled video frame would be (if found)."""
+        if self.config.settle_passes == 0:
+            return landmarks
+        height, width = image.shape[:2]
+        box = landmark_bboxes(landmarks)
+        with self._face_mesh.FaceMesh(static_image_mode=False, max_num_faces=self.config.max_faces,
+                                      refine_landmarks=True,
+                                      min_detection_confidence=self.config.min_detection_confidence,
+                                      min_tracking_confidence=self.config.min_tracking_confidence) as video_mesh:
+            self._settle(video_mesh, image)
+            faces = _mesh_faces(video_mesh, self._working_frame(image), width, height)
+        overlaps = [bbox_iou(box, landmark_bboxes(face)) for face in faces]
+        if not overlaps or max(overlaps) < SETTLED_MIN_IOU:
+            return landmarks  # the video-mode mesh did not find this face (e.g. a small one found by the rescue)
+        return faces[int(np.argmax(overlaps))]
 
     def find_faces(self, image: np.ndarray, source: str = "") -> list[np.ndarray]:
         """The ``(478, 3)`` float32 landmarks of every usable face in one RGB image, ordered left to right.

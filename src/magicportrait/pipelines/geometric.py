@@ -1,0 +1,226 @@
+"""The instant geometric generator: reenactment without learned weights, in real time on a CPU.
+
+Per frame, in the source's square face crop:
+
+1. the face: the source photo re-rendered on the aligned head mesh (:mod:`magicportrait.rendering.texture_transfer`:
+   projective texture with per-texel visibility, mirrored fill for surface the photo never saw, the mouth's inside
+   from the source's own teeth or a dark cavity);
+2. everything else (hair, ears, neck, background): the source crop with its face painted out, moved by a smooth 2D
+   warp that follows the head (:func:`magicportrait.compositing.head_motion_maps`), so nothing tears;
+3. the face blended in with a feathered mask (multi-band) after colour matching.
+
+:class:`GeometricGenerator` does this for a head track; the whole job (tracking, alignment, paste-back, videos) is
+``MagicPortraitPipeline`` with ``backend="geometric"`` (:mod:`magicportrait.pipelines.animate`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import cv2
+import numpy as np
+
+from magicportrait.config import option
+from magicportrait.geometry.rotations import axis_angle_to_matrix, matrix_to_euler_degrees
+from magicportrait.heads import HeadModel
+from magicportrait.types import HeadTrack
+
+if TYPE_CHECKING:
+    from magicportrait.pipelines.guide import SourceFace
+
+logger = logging.getLogger(__name__)
+SOURCE_TURN_WARNING_DEGREES = 60.0
+CLOSED_EYE_RATIO = 0.12  # eyelid gap / eye width below this counts as closed
+EYES = {"right": (33, 133, 159, 145), "left": (362, 263, 386, 374)}  # corners, upper and lower lid (MediaPipe)
+LIPS = (0, 17, 37, 84, 267, 314, 13, 14)  # points on the lips, for the mouth cavity's colour
+
+
+def _warp_points() -> np.ndarray:
+    """The landmarks that drive the 2D warp: the face outline and every 6th mesh point (the warp's cost grows
+    with the number of points; these pin the outline exactly and the rigid pose well)."""
+    from magicportrait.heads.mediapipe_topology import landmark_groups
+
+    return np.unique(np.concatenate([landmark_groups()["face_oval"], np.arange(0, 468, 6)]))
+
+
+WARP_POINTS = _warp_points()
+
+
+@dataclass
+class GeometricConfig:
+    """Options of the geometric (no-weights) generator."""
+
+    blend: Literal["laplacian", "feather"] = option("laplacian", "How the face is blended into the frame: "
+                                                    "multi-band (laplacian) or a plain feathered alpha.")
+    feather: float = option(0.012, "Width of the face's soft edge, as a fraction of the crop side.")
+    colour_match: bool = option(True, "Match the face's colour to its surroundings at its edge.")
+    warp_inner: float = option(1.25, "Around the face, up to this many face half-sizes moves fully with the head "
+                                     "(hair, ears).")
+    warp_outer: float = option(2.0, "Beyond this many face half-sizes nothing moves (background).")
+    neck_follow: float = option(0.6, "How much the neck below the chin follows the head, 0 to 1.")
+    max_yaw: float = option(45.0, "Largest head turn left/right away from the portrait's own pose, degrees "
+                                  "(a photo shows one side of a head; the driving pose is clamped beyond this).")
+    max_pitch: float = option(30.0, "Largest nod up/down away from the portrait's pose, degrees.")
+    max_roll: float = option(45.0, "Largest tilt in the image plane away from the portrait's pose, degrees.")
+    chunk_size: int = option(8, "Frames rendered per batch.")
+
+    def __post_init__(self) -> None:
+        from magicportrait.errors import InputError
+
+        if not 0.0 <= self.feather <= 0.2:
+            raise InputError(f"feather must be in [0, 0.2] (fraction of the crop side), got {self.feather}.")
+        if not 0.0 < self.warp_inner < self.warp_outer:
+            raise InputError(f"Need 0 < warp_inner < warp_outer, got {self.warp_inner} and {self.warp_outer}.")
+        if not 0.0 <= self.neck_follow <= 1.0:
+            raise InputError(f"neck_follow must be in [0, 1], got {self.neck_follow}.")
+        if min(self.max_yaw, self.max_pitch, self.max_roll) <= 0:
+            raise InputError("max_yaw, max_pitch and max_roll must be positive.")
+        if self.chunk_size < 1:
+            raise InputError(f"chunk_size must be at least 1, got {self.chunk_size}.")
+
+    @property
+    def rotation_limits(self) -> tuple[float, float, float]:
+        return self.max_yaw, self.max_pitch, self.max_roll
+
+
+class GeometricGenerator:
+    """Source face + aligned head per frame -> reenacted face crops (see the module docstring).
+
+    Args:
+        head_model: the head model the source and the aligned track were fitted with.
+        source: the source portrait's crop, track and fitted head (``GuidePipeline.prepare_source``).
+        config: options.
+        device: torch device of the rasteriser.
+    """
+
+    def __init__(self, head_model: HeadModel, source: SourceFace, config: GeometricConfig | None = None,
+                 device: str = "cpu") -> None:
+        from magicportrait.heads.mediapipe_mesh import load_canonical_face, rigid_point_weights
+        from magicportrait.rendering.texture_transfer import (
+            TextureTransferRenderer,
+            mouth_cavity_faces,
+            project_source_texture,
+        )
+
+        self.config = config or GeometricConfig()
+        self.head_model = head_model
+        self.source_crop = source.crop
+        size = source.crop.shape[0]
+        vertices = head_model.posed_vertices(source.head)[0]
+        self.texture = project_source_texture(source.crop, vertices, head_model.faces,
+                                              perspective=source.head.camera == "perspective")
+        rest = head_model.shape_vertices(source.head.identity, np.zeros_like(source.head.expression[:1]),
+                                         _neutral_joints(source.head))[0]
+        self.renderer = TextureTransferRenderer(
+            self.texture, head_model.faces, mouth_faces=mouth_cavity_faces(head_model.mouth_loop(), rest),
+            mirror=head_model.mirror_vertices(), cavity_colour=cavity_colour(source.crop, source.track.landmarks[0]),
+            device=device)
+        face_mask = np.isfinite(self.texture.zbuffer)
+        self.backdrop = paint_out(source.crop, face_mask)
+        self.source_face = cv2.dilate(face_mask.astype(np.float32), np.ones((5, 5), np.float32))
+        self.source_points = head_model.landmarks(vertices[None])[0, WARP_POINTS, :2].astype(np.float64)
+        self.point_weights = rigid_point_weights(load_canonical_face()[0])[WARP_POINTS]
+        self.feather_px = self.config.feather * size
+        grow = max(1, round(self.feather_px))
+        self.cover_kernel = np.ones((2 * grow + 1, 2 * grow + 1), np.float32)
+
+    def render(self, head: HeadTrack) -> np.ndarray:
+        """`(T, S, S, 3)` uint8 reenacted face crops for the aligned ``head`` (same camera as the source)."""
+        vertices = self.head_model.posed_vertices(head)
+        faces = self.renderer.render(vertices)
+        points = self.head_model.landmarks(vertices)[:, WARP_POINTS, :2]
+        return np.stack([self._composite(faces.images[i], faces.mask[i], points[i]) for i in range(len(vertices))])
+
+    def _composite(self, face: np.ndarray, mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+        from magicportrait.compositing import feather_mask, laplacian_blend, match_colour
+
+        background = self._background(mask, points)
+        if not mask.any():  # the head left the crop: the background alone, never a black frame
+            return background
+        face = np.where(mask[..., None], face, background)
+        if self.config.colour_match:
+            face = match_colour(face, background, mask)
+        soft = feather_mask(mask, self.feather_px)
+        if self.config.blend == "laplacian":
+            return laplacian_blend(face, background, soft)
+        alpha = soft[..., None]
+        return np.clip(face * alpha + background * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
+
+    def _background(self, mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """The source crop moved with the head; where the source's face moved to but the new face does not cover
+        (a turn narrows the face), the painted-out backdrop instead of a second face edge."""
+        from magicportrait.compositing import head_motion_maps
+
+        config = self.config
+        map_x, map_y = head_motion_maps(self.source_points, points, mask.shape, weights=self.point_weights,
+                                        inner=config.warp_inner, outer=config.warp_outer,
+                                        below_chin_follow=config.neck_follow)
+        moved = cv2.remap(self.source_crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        old_face = cv2.remap(self.source_face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        uncovered = old_face * (1.0 - cv2.dilate(mask.astype(np.float32), self.cover_kernel))
+        if not uncovered.any():
+            return moved
+        backdrop = cv2.remap(self.backdrop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        weight = cv2.GaussianBlur(uncovered, (0, 0), max(self.feather_px / 2, 0.5))[..., None]
+        return np.clip(moved + weight * (backdrop.astype(np.float32) - moved) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _neutral_joints(head: HeadTrack) -> np.ndarray | None:
+    joints = head.joint_rotations
+    return None if joints is None or not joints.size else np.zeros_like(joints[:1])
+
+
+def paint_out(image: np.ndarray, mask: np.ndarray, grow_px: int = 3) -> np.ndarray:
+    """``image`` with the ``mask`` region (grown a little) painted over from its surroundings.
+
+    Where the moved face uncovers what the source's face covered, this shows instead of a second face edge.
+    The inpainting runs at a reduced size (it is smooth fill anyway) and only inside the mask.
+    """
+    grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * grow_px + 1,) * 2, np.uint8))
+    if not grown.any():
+        return image.copy()
+    height, width = image.shape[:2]
+    scale = min(1.0, 256.0 / max(height, width))
+    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
+    small_mask = cv2.resize(grown, small_size, interpolation=cv2.INTER_NEAREST)
+    small_mask = cv2.dilate(small_mask, np.ones((3, 3), np.uint8))
+    filled = cv2.inpaint(small, small_mask, 3, cv2.INPAINT_TELEA)
+    filled = cv2.resize(filled, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.where(grown[..., None].astype(bool), filled, image)
+
+
+def cavity_colour(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] for the inside of an open mouth: the lips' colour, much darker."""
+    points = np.round(landmarks[list(LIPS), :2] - 0.5).astype(int)
+    rows = np.clip(points[:, 1], 0, crop.shape[0] - 1)
+    cols = np.clip(points[:, 0], 0, crop.shape[1] - 1)
+    lips = np.median(crop[rows, cols].astype(np.float64), axis=0) / 255.0
+    return (0.3 * lips).astype(np.float32)
+
+
+def eye_openness(landmarks: np.ndarray) -> dict[str, float]:
+    """Eyelid gap over eye width for each eye, from MediaPipe landmarks `(478, 2+)` (about 0.25-0.35 when open)."""
+    ratios = {}
+    for name, (corner_a, corner_b, upper, lower) in EYES.items():
+        width = np.linalg.norm(landmarks[corner_a, :2] - landmarks[corner_b, :2])
+        ratios[name] = float(np.linalg.norm(landmarks[upper, :2] - landmarks[lower, :2]) / max(width, 1e-6))
+    return ratios
+
+
+def source_warnings(source: SourceFace) -> list[str]:
+    """What about the portrait will limit the result (a strongly turned face, closed eyes), as messages."""
+    messages = []
+    yaw, pitch, _ = matrix_to_euler_degrees(axis_angle_to_matrix(source.head.rotation[0].astype(np.float64)))
+    turn = max(abs(yaw), abs(pitch))
+    if turn > SOURCE_TURN_WARNING_DEGREES:
+        messages.append(f"The portrait's face is turned {turn:.0f} degrees away from the camera; the hidden side is "
+                        "filled from the visible one and the result will look flat there. A more frontal portrait "
+                        "works better.")
+    openness = eye_openness(source.track.landmarks[0])
+    if max(openness.values()) < CLOSED_EYE_RATIO:
+        messages.append("The portrait's eyes look closed; the geometric backend re-uses the portrait's own eyes, so "
+                        "they stay closed. A portrait with open eyes works better.")
+    return messages
