@@ -24,6 +24,7 @@ from magicportrait.pipelines.geometric import GeometricConfig, GeometricGenerato
 from magicportrait.pipelines.guide import GuideConfig, GuidePipeline
 from magicportrait.tracking import FaceTracker, TrackerConfig
 from magicportrait.types import HeadTrack, Track
+from shared_paths import PARTIAL_MODEL, needs_partial_flame
 
 SIZE = 256
 NUM_FRAMES = 20  # the example loop in 20 frames: frame 5 has its widest head turn (yaw 18 degrees)
@@ -209,3 +210,20 @@ def test_geometric_options_are_checked():
         GeometricConfig(warp_inner=3.0, warp_outer=2.0)
     with pytest.raises(InputError, match="feather"):
         GeometricConfig(feather=0.5)
+
+
+@needs_partial_flame
+@pytest.mark.parametrize("camera", ["orthographic", "perspective"])
+def test_flame_head_reenacts_too(camera, tracker):
+    """With FLAME (the shared partial model), only the face part of the head is re-rendered; the rest is warped."""
+    from magicportrait.heads.flame_head import FlameFitConfig
+
+    config = GuideConfig(size=SIZE, flame=str(PARTIAL_MODEL), show_progress=False,
+                         flame_fit=FlameFitConfig(camera=camera))
+    flame_guide = GuidePipeline(config)
+    flame_source = flame_guide.prepare_source(example_portrait(), tracker, "astronaut")
+    generator = GeometricGenerator(flame_guide.head_model, flame_source)
+    assert len(generator.renderer.faces) < len(flame_guide.head_model.faces)  # scalp, ears and neck are warped
+    assert psnr(generator.render(flame_source.head)[0], flame_source.crop) >= 40
+    frames = generator.render(_rotated(flame_source.head, np.array([[15.0, 0, 0], [-15.0, 5.0, 0]])))
+    assert all(18 < psnr(frame, flame_source.crop) < 40 for frame in frames)  # moved, still the portrait

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 SOURCE_TURN_WARNING_DEGREES = 60.0
+FACE_REGION_MARGIN = 0.01  # the re-rendered part of the head: the face outline grown by this fraction of the crop
 CLOSED_EYE_RATIO = 0.12  # eyelid gap / eye width below this counts as closed
 EYES = {"right": (33, 133, 159, 145), "left": (362, 263, 386, 374)}  # corners, upper and lower lid (MediaPipe)
 LIPS = (0, 17, 37, 84, 267, 314, 13, 14)  # points on the lips, for the mouth cavity's colour
@@ -114,10 +115,11 @@ class GeometricGenerator:
         rest = head_model.shape_vertices(source.head.identity, np.zeros_like(source.head.expression[:1]),
                                          _neutral_joints(source.head))[0]
         self.renderer = TextureTransferRenderer(
-            self.texture, head_model.faces, mouth_faces=mouth_cavity_faces(head_model.mouth_loop(), rest),
+            self.texture, face_region_faces(head_model.faces, vertices, source.track.landmarks[0], size),
+            mouth_faces=mouth_cavity_faces(head_model.mouth_loop(), rest),
             mirror=head_model.mirror_vertices(), cavity_colour=cavity_colour(source.crop, source.track.landmarks[0]),
             device=device)
-        face_mask = np.isfinite(self.texture.zbuffer)
+        face_mask = self.renderer.render(vertices[None]).mask[0]  # the re-rendered part, where the source has it
         self.backdrop = paint_out(source.crop, face_mask)
         self.source_face = cv2.dilate(face_mask.astype(np.float32), np.ones((5, 5), np.float32))
         self.source_points = head_model.landmarks(vertices[None])[0, WARP_POINTS, :2].astype(np.float64)
@@ -165,6 +167,26 @@ class GeometricGenerator:
         backdrop = cv2.remap(self.backdrop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         weight = cv2.GaussianBlur(uncovered, (0, 0), max(self.feather_px / 2, 0.5))[..., None]
         return np.clip(moved + weight * (backdrop.astype(np.float32) - moved) + 0.5, 0, 255).astype(np.uint8)
+
+
+def face_region_faces(faces: np.ndarray, vertices: np.ndarray, landmarks: np.ndarray, size: int,
+                      margin: float = FACE_REGION_MARGIN) -> np.ndarray:
+    """The mesh triangles whose corners all lie inside the portrait's face outline (grown by ``margin`` of the
+    crop side).
+
+    Only those are re-rendered: a head model that covers more than the face (FLAME's scalp, ears and neck) has its
+    texture there from hair, background or clothes, which would smear as the head turns; the 2D warp moves those
+    parts instead. The open geometry is the face outline itself, so it is kept whole.
+    """
+    from magicportrait.rendering.appearance import face_region_mask
+
+    region = face_region_mask(landmarks, (size, size)).astype(np.uint8)
+    grow = max(1, round(margin * size))
+    region = cv2.dilate(region, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)).astype(bool)
+    cols = np.clip(np.floor(vertices[:, 0]).astype(int), 0, size - 1)
+    rows = np.clip(np.floor(vertices[:, 1]).astype(int), 0, size - 1)
+    inside = region[rows, cols]
+    return faces[inside[faces].all(axis=1)]
 
 
 def _neutral_joints(head: HeadTrack) -> np.ndarray | None:

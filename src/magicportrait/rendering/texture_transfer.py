@@ -18,7 +18,7 @@ import torch
 
 from magicportrait.heads.mediapipe_topology import orient_like, strip_triangles
 from magicportrait.rendering.rasterizer import rasterize_foreground
-from magicportrait.rendering.shading import sample_texture_foreground
+from magicportrait.rendering.shading import sample_texture_foreground, vertex_normals
 
 __all__ = ["SourceTexture", "TextureTransferRenderer", "TransferredFaces", "boundary_loops", "mouth_cavity_faces",
            "project_source_texture"]
@@ -30,6 +30,11 @@ DEFAULT_CAVITY = (0.17, 0.07, 0.07)
 """Colour of the inside of an open mouth where the source shows no teeth (a dark red-brown)."""
 
 EMPTY_DEPTH = 1e30
+
+STRETCH_LIMITS = (0.25, 0.5)
+"""A texel seen at a grazing angle in the source but more frontally in the output is stretched (silhouette texels
+of the source turn into streaks of hair or background): it counts as seen fully while its foreshortening ratio
+(source facing / output facing) is at least the second value, and not at all below the first."""
 
 TEETH_STRETCH = (0.15, 0.5)
 """A mouth triangle shows the source's mouth texture fully when its source area is at least the second fraction of
@@ -140,6 +145,9 @@ class TextureTransferRenderer:
         # no surface = infinitely far: a large finite depth keeps the visibility test free of inf arithmetic
         self.zbuffer = torch.as_tensor(np.minimum(texture.zbuffer, EMPTY_DEPTH), dtype=torch.float32,
                                        device=self.device)
+        source_vertices = torch.cat([self.uv, self.depth[:, None]], 1)
+        self.head_faces = self.faces[:self.num_head_faces]
+        self.source_facing = vertex_normals(source_vertices, self.head_faces)[:, 2].abs()
         self.image = torch.as_tensor(texture.image, device=self.device).permute(2, 0, 1)[None].float() / 255.0
         self.mirror = None if mirror is None else torch.as_tensor(np.asarray(mirror, np.int64), device=self.device)
         self.fallback = torch.as_tensor(texture.fallback_colour, dtype=torch.float32, device=self.device)
@@ -160,7 +168,9 @@ class TextureTransferRenderer:
         if self.texture.perspective:  # screen-space -> surface barycentrics in the output view
             output_depth = verts[..., 2].reshape(-1)[corners + (fg.frame * verts.shape[1])[:, None]]
             bary = _perspective_weights(bary, output_depth)
-        colours = self._surface_colours(corners, bary)
+        output_facing = vertex_normals(verts, self.head_faces)[..., 2].abs().reshape(-1)
+        facing = (output_facing[corners + (fg.frame * verts.shape[1])[:, None]] * bary).sum(1)
+        colours = self._surface_colours(corners, bary, facing)
         mouth = fg.face >= self.num_head_faces
         if bool(mouth.any()):
             alpha = self._teeth_alpha(verts)[fg.frame[mouth], fg.face[mouth] - self.num_head_faces]
@@ -170,24 +180,29 @@ class TextureTransferRenderer:
         return TransferredFaces(images=images.cpu().numpy(), mask=fg.mask().cpu().numpy(),
                                 mouth=mouth_mask.cpu().numpy())
 
-    def _surface_colours(self, corners: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
-        """`(K, 3)` colours: the source where it saw the point, else its mirror point, else the fallback colour."""
-        colours, seen = self._source_lookup(corners, bary)
+    def _surface_colours(self, corners: torch.Tensor, bary: torch.Tensor, facing: torch.Tensor) -> torch.Tensor:
+        """`(K, 3)` colours: the source where it saw the point, else its mirror point, else the fallback colour.
+
+        ``facing``: `(K,)` |normal z| of the surface in the output view (for the stretch test).
+        """
+        colours, seen = self._source_lookup(corners, bary, facing)
         hidden = torch.nonzero(seen < 1).squeeze(1)  # usually a small part: look up mirrors only there
         if hidden.numel() == 0:
             return colours
         fill = self.fallback.expand(len(hidden), 3)
         if self.mirror is not None:
             mirrored = self.mirror[corners[hidden]]
-            mirror_colours, mirror_seen = self._source_lookup(mirrored.clamp_min(0), bary[hidden])
+            mirror_colours, mirror_seen = self._source_lookup(mirrored.clamp_min(0), bary[hidden], facing[hidden])
             mirror_seen = (mirror_seen * (mirrored >= 0).all(1))[:, None]
             fill = mirror_colours * mirror_seen + fill * (1 - mirror_seen)
         seen = seen[hidden, None]
         colours[hidden] = colours[hidden] * seen + fill * (1 - seen)
         return colours
 
-    def _source_lookup(self, corners: torch.Tensor, bary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Source colour `(K, 3)` and visibility `(K,)` in [0, 1] of the surface points ``bary`` on ``corners``."""
+    def _source_lookup(self, corners: torch.Tensor, bary: torch.Tensor,
+                       facing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source colour `(K, 3)` and visibility `(K,)` in [0, 1] of the surface points ``bary`` on ``corners``
+        (0: hidden in the source, or seen there so obliquely that it would be stretched, see STRETCH_LIMITS)."""
         uv, depth = self.uv[corners], self.depth[corners]  # (K, 3, 2), (K, 3)
         screen = _projected_weights(bary, depth) if self.texture.perspective else bary
         position = torch.einsum("kc,kcd->kd", screen, uv)
@@ -197,6 +212,9 @@ class TextureTransferRenderer:
         row = position[:, 1].long().clamp_(0, h - 1)
         nearest = self.zbuffer.view(-1)[row * w + col]
         seen = ((nearest - z).add_(2 * self.tolerance)).div_(self.tolerance).clamp_(0, 1)
+        ratio = (self.source_facing[corners] * bary).sum(1) / facing.clamp_min(1e-6)
+        low, high = STRETCH_LIMITS
+        seen.mul_(((ratio - low) / (high - low)).clamp_(0, 1))
         frame = torch.zeros(len(position), dtype=torch.int64, device=self.device)
         return sample_texture_foreground(self.image, position, frame), seen
 
