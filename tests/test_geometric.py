@@ -227,3 +227,18 @@ def test_flame_head_reenacts_too(camera, tracker):
     assert psnr(generator.render(flame_source.head)[0], flame_source.crop) >= 40
     frames = generator.render(_rotated(flame_source.head, np.array([[15.0, 0, 0], [-15.0, 5.0, 0]])))
     assert all(18 < psnr(frame, flame_source.crop) < 40 for frame in frames)  # moved, still the portrait
+
+
+def test_large_source_is_scaled_down_for_the_pasted_video():
+    from magicportrait.pipelines.outputs import output_frame
+    from magicportrait.tracking.boxes import crop_matrix, transform_points
+
+    image = np.zeros((3000, 4000, 3), np.uint8)
+    matrix = crop_matrix(np.array([2100.0, 1400.0, 900.0]), 512)
+    small, small_matrix = output_frame(image, matrix, 1920)
+    assert small.shape == (1440, 1920, 3)
+    points = np.array([[2100.0, 1400.0], [1700.0, 1000.0], [2500.0, 1850.0]])  # image-space (continuous) points
+    in_small = points * np.array([1920 / 4000, 1440 / 3000])
+    np.testing.assert_allclose(transform_points(in_small, small_matrix), transform_points(points, matrix), atol=1e-6)
+    unchanged, same = output_frame(image[:1000, :1500], matrix, 1920)
+    assert unchanged.shape == (1000, 1500, 3) and np.array_equal(same, matrix)

@@ -27,17 +27,14 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler
-from PIL import Image
 from tqdm.auto import tqdm
 
 from magicportrait.config import option
 from magicportrait.errors import InputError
-from magicportrait.models.vae import vae_decode, vae_encode_mean
 from magicportrait.pipelines.context import CONTEXT_MODES, ContextMode, ContextWindow, context_windows
 
 if TYPE_CHECKING:
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL, DDIMScheduler
 
     from magicportrait.models.guidance_encoder import GuidanceEncoder
     from magicportrait.models.reference_attention import ReferenceFusion
@@ -65,6 +62,8 @@ MAX_STEPS = 1000
 
 
 def make_scheduler() -> DDIMScheduler:
+    from diffusers import DDIMScheduler  # diffusers is imported on first use: the CLI starts fast without it
+
     """The DDIM scheduler built exactly as the official inference builds it."""
     return DDIMScheduler(**SCHEDULER_KWARGS)
 
@@ -325,9 +324,13 @@ class GenerationPipeline:
             raise InputError(f"The reference image must be uint8 RGB (H, W, 3), got {image.dtype} {image.shape}.")
         if image.shape[:2] != (height, width):
             # Lanczos, as diffusers' VaeImageProcessor resizes the official pipeline's reference.
+            from PIL import Image
+
             image = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
         pixels = torch.tensor(image, dtype=torch.float32) / 255.0  # a copy: the image may be read-only
         pixels = (pixels * 2.0 - 1.0).permute(2, 0, 1).unsqueeze(0)
+        from magicportrait.models.vae import vae_encode_mean
+
         return vae_encode_mean(self.vae, pixels)
 
     def prepare_latents(self, num_frames: int, height: int, width: int, seed: int) -> torch.Tensor:
@@ -339,6 +342,8 @@ class GenerationPipeline:
 
     def decode_latents(self, latents: torch.Tensor, chunk: int = 4) -> Iterator[torch.Tensor]:
         """Decode `chunk` frames at a time: yields float32 `(n, 3, H, W)` in [0, 1] on the CPU."""
+        from magicportrait.models.vae import vae_decode
+
         for start in range(0, latents.shape[2], chunk):
             yield vae_decode(self.vae, latents[:, :, start:start + chunk], chunk)[0].transpose(0, 1).cpu()
 

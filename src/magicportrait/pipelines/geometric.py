@@ -147,8 +147,7 @@ class GeometricGenerator:
         soft = feather_mask(mask, self.feather_px)
         if self.config.blend == "laplacian":
             return laplacian_blend(face, background, soft)
-        alpha = soft[..., None]
-        return np.clip(face * alpha + background * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
+        return cv2.blendLinear(face, background, soft, 1.0 - soft)
 
     def _background(self, mask: np.ndarray, points: np.ndarray) -> np.ndarray:
         """The source crop moved with the head; where the source's face moved to but the new face does not cover
