@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-BENCHES = ("tracking", "rendering", "guide", "flame_fitting", "generation", "geometric")
+BENCHES = ("tracking", "rendering", "guide", "flame_fitting", "generation", "geometric", "evaluation")
 """Every bench, in the order they run and their sections appear (``bench_<name>.py``)."""
-SEPARATE_BENCHES = ("flame_fitting", "generation", "geometric")
+SEPARATE_BENCHES = ("flame_fitting", "generation", "geometric", "evaluation")
 """Benches whose sections name their own machine line, so they can be re-run alone (``--only``)."""
 
 
@@ -78,7 +78,7 @@ def run_bench(name: str, quick: bool) -> dict:
         return module.run((60, 120) if quick else (300, 3000))
     if name == "flame_fitting":
         return module.run(60 if quick else 300)
-    return module.run(quick)  # generation, geometric
+    return module.run(quick)  # generation, geometric, evaluation
 
 
 def stored_report(path: Path) -> dict:
@@ -133,6 +133,8 @@ def write_markdown(path: Path, report: dict) -> None:
         lines += generation_lines(report["generation"])
     if "geometric" in report:
         lines += geometric_lines(report["geometric"])
+    if "evaluation" in report:
+        lines += evaluation_lines(report["evaluation"])
     lines += ["", "Raw figures:", "", "```json",
               json.dumps({k: report[k] for k in BENCHES if k in report}, indent=2, default=float),
               "```", ""]
@@ -374,3 +376,31 @@ def geometric_lines(geo: dict) -> list[str]:
 
 if __name__ == "__main__":
     main()
+
+
+def evaluation_lines(ev: dict) -> list[str]:
+    """The evaluation suite section (issue 6): every metric on a 100-frame 512x512 video, and where the time goes."""
+    everything, unbatched = ev["all"], ev["batch_size_1"]
+    lines = [
+        "",
+        "## Evaluation suite (issue 6)",
+        "",
+        f"Measured apart from the sections above: {ev.get('machine', 'see the Machine line')}.",
+        "",
+        f"A self-reenactment of the bundled example ({ev['num_frames']} frames, 512x512: the portrait reenacted by "
+        "the geometric generator with the example's driving video, which is also the ground truth), evaluated with "
+        "`Evaluator` after its networks were loaded (their loading, the first call, is reported apart); each "
+        "configuration in a fresh process, so the peak RSS (VmHWM) is its own. Ratio: baseline / ours.",
+        "",
+        "| what | measured | baseline (same run) | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| every metric ({', '.join(everything['values'])}), {ev['num_frames']} frames | "
+        f"{everything['seconds']:.1f} s, peak RSS {everything['peak_rss_mib']:.0f} MiB (loading the networks and a "
+        f"first 16-frame call: {everything['first_call_seconds']:.1f} s) | batch size 1: {unbatched['seconds']:.1f} s "
+        f"| {unbatched['seconds'] / everything['seconds']:.2f}x | <= {ev['target_seconds']:.0f} s per 100 frames |",
+    ]
+    for name, part in ev["groups"].items():
+        lines.append(f"| {name} alone | {part['seconds']:.1f} s, peak RSS {part['peak_rss_mib']:.0f} MiB | | | — |")
+    values = ", ".join(f"{k} {v:.4g}" for k, v in everything["values"].items())
+    lines += ["", f"The values measured on that video: {values}."]
+    return lines

