@@ -374,9 +374,6 @@ def geometric_lines(geo: dict) -> list[str]:
     return lines
 
 
-if __name__ == "__main__":
-    main()
-
 
 def evaluation_lines(ev: dict) -> list[str]:
     """The evaluation suite section (issue 6): every metric on a 100-frame 512x512 video, and where the time goes."""
@@ -404,3 +401,7 @@ def evaluation_lines(ev: dict) -> list[str]:
     values = ", ".join(f"{k} {v:.4g}" for k, v in everything["values"].items())
     lines += ["", f"The values measured on that video: {values}."]
     return lines
+
+
+if __name__ == "__main__":
+    main()

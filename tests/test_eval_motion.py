@@ -17,6 +17,7 @@ from magicportrait.geometry.rotations import axis_angle_to_matrix, euler_degrees
 from magicportrait.pipelines.evaluate import read_frames, run_benchmark
 from magicportrait.pipelines.example import write_example
 from magicportrait.types import HeadTrack, Track
+from shared_paths import PARTIAL_MODEL, needs_partial_flame
 
 MOTION = "apd,p_rmse,aed,e_rmse,jitter,flicker"
 
@@ -176,3 +177,19 @@ def test_benchmark_protocol_on_a_folder_of_clips(example, tmp_path):
     stamp = (tmp_path / "out" / "clip2" / "metrics" / "metrics.json").stat().st_mtime_ns
     run_benchmark(clips, tmp_path / "out", animate, evaluation)  # resumable: finished clips are not redone
     assert (tmp_path / "out" / "clip2" / "metrics" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+@needs_partial_flame
+def test_motion_metrics_on_flame_parameters(example):
+    """With a FLAME file the motion metrics use FLAME's fit (the shared partial model has no expression basis)."""
+    from magicportrait.io.image import load_image
+
+    frames, fps = read_frames(example[1])
+    config = EvaluationConfig(metrics="apd,p_rmse,aed", flame=str(PARTIAL_MODEL), show_progress=False)
+    evaluator = Evaluator(config)
+    same = evaluator.evaluate(frames, frames, load_image(example[0]), fps=fps)
+    assert same.info["head_model"] == "flame" and same.values["apd"] == 0.0
+    assert np.isnan(same.values["aed"])  # no expression parameters to compare, said as n/a, not 0
+    assert "n/a" in same.markdown()
+    moved = evaluator.evaluate(frames[::-1].copy(), frames, load_image(example[0]), fps=fps)
+    assert moved.values["apd"] > 2.0

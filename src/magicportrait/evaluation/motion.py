@@ -47,11 +47,12 @@ class MotionComparison:
 
     @property
     def aed(self) -> float:
-        return float(self.expression_error.mean())
+        """NaN when the head model has no expression parameters (e.g. a FLAME file without an expression basis)."""
+        return float(self.expression_error.mean()) if self.expression_error.size else float("nan")
 
     @property
     def e_rmse(self) -> float:
-        return float(np.sqrt((self.expression_error**2).mean()))
+        return float(np.sqrt((self.expression_error**2).mean())) if self.expression_error.size else float("nan")
 
 
 def pose_degrees(head: HeadTrack, relative: bool = False) -> np.ndarray:

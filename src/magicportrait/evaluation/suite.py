@@ -313,7 +313,8 @@ class Evaluator:
 
         comparison = compare_heads(tracks["heads"]["generated"], tracks["heads"]["driving"], self.config.pose)
         per_frame["pose_error"] = comparison.pose_error.mean(axis=1)
-        per_frame["expression_error"] = comparison.expression_error.mean(axis=1)
+        if comparison.expression_error.size:
+            per_frame["expression_error"] = comparison.expression_error.mean(axis=1)
         for name in ("apd", "p_rmse", "aed", "e_rmse"):
             if name in wanted:
                 values[name] = getattr(comparison, name)
