@@ -86,6 +86,18 @@ def _benchmark(args: argparse.Namespace) -> None:
     print(f"Wrote {summary} and one folder per clip under {summary.parent}/")
 
 
+def _prepare(args: argparse.Namespace) -> None:
+    from magicportrait.training.prepare import PrepareConfig, load_manifest, prepare_dataset
+
+    manifest_path = prepare_dataset(args.videos, args.output, config_from_args(PrepareConfig, args))
+    manifest = load_manifest(manifest_path.parent)
+    usable = sum(clip["usable"] for clip in manifest["clips"])
+    print(f"Prepared {len(manifest['clips'])} clips ({usable} usable) into {manifest_path.parent}/; "
+          f"{len(manifest['skipped'])} skipped. Manifest: {manifest_path}")
+    for skipped in manifest["skipped"]:
+        print(f"  skipped {skipped['video']}: {skipped['reason']}")
+
+
 def _inputs(args: argparse.Namespace) -> tuple[str, str]:
     """--source/--driving, or the bundled example written into the output folder's example/."""
     source, driving = args.source, args.driving
@@ -194,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(benchmark, AnimateConfig)
     add_config_arguments(benchmark, EvaluationConfig)
     benchmark.set_defaults(handler=_benchmark)
+
+    from magicportrait.training.prepare import PrepareConfig
+
+    prepare = commands.add_parser("prepare", help="Prepare a training dataset from a folder of face videos: 512 "
+                                  "crops, tracks, head fits, guidance maps, a manifest with quality flags.")
+    prepare.add_argument("videos", help="Folder of video clips (searched recursively).")
+    prepare.add_argument("--output", "-o", required=True, help="Dataset folder to write (DATA_DIR).")
+    add_config_arguments(prepare, PrepareConfig)
+    prepare.set_defaults(handler=_prepare)
 
     example = commands.add_parser("example", help="Write the bundled example (source.png, driving.mp4).")
     example.add_argument("--output", "-o", required=True, help="Output folder.")

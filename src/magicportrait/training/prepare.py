@@ -1,0 +1,389 @@
+"""``magicportrait prepare VIDEOS_DIR -o DATA_DIR``: a folder of face videos -> the training dataset.
+
+Per clip (streamed, the video is decoded twice and never held in memory): track the face -> crop every frame to
+``size`` with its own smoothed box -> fit the head model on the crop-space track -> render the depth / normal /
+render maps of the clip's own head in each frame's crop (the render map's texture is the clip's first frame with a
+detected face, as the guide stage does with a source portrait) -> write PNGs, ``track.npz``, ``head.npz`` and
+``clip.json`` into ``DATA_DIR/clips/<name>/``.
+
+A clip folder is built in a hidden staging folder and renamed when complete (``clip.json`` is written last), so a
+rerun skips finished clips and redoes an interrupted one. Unreadable videos and videos without a face are listed
+under ``"skipped"`` in ``manifest.json`` instead of stopping the run (a rerun tries them again). The manifest is
+rebuilt on every run from all ``clips/*/clip.json`` files plus this run's skipped list.
+The format is the contract with the trainers:
+
+    manifest.json: {"version": 1, "size": int, "head_model": "mediapipe" | "flame",
+                    "clips": [clip entries, as in each clip.json], "skipped": [{"video": str, "reason": str}]}
+    clips/<name>/frames|depth|normal|render/frame_0001.png ..., track.npz, head.npz, clip.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from magicportrait.config import option
+from magicportrait.errors import InputError, MagicPortraitError
+from magicportrait.tracking import FaceTracker, TrackerConfig
+from magicportrait.tracking.boxes import crop_matrix, landmark_bboxes, transform_points
+from magicportrait.types import HeadTrack, Track
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+MAP_NAMES = ("depth", "normal", "render")
+FRAME_FOLDERS = ("frames", *MAP_NAMES)
+BLUR_SIDE = 256  # sharpness is measured on the grey crop resized to this side, so it does not depend on ``size``
+# Variance of the Laplacian of a 256 px grey face crop: sharp talking-head footage (CelebV-HQ-like) gives
+# roughly 50-500; heavily defocused or upscaled low-resolution faces fall below ~10. 10 drops only the
+# clearly blurry clips (raise it for a stricter dataset).
+DEFAULT_BLUR_THRESHOLD = 10.0
+PNG_COMPRESSION = 3  # zlib level: a good size / speed trade-off for a dataset read many times
+
+
+@dataclass
+class PrepareConfig:
+    """Options of dataset preparation (the CLI's ``prepare`` flags)."""
+
+    size: int = option(512, "Side of the square face crops and guidance maps, pixels (512 matches the model).")
+    max_frames: int | None = option(None, "Use only the first N frames of each video.")
+    min_face_px: float = option(128.0, "A clip is too small when its median face box side (landmark box, original "
+                                       "video pixels) is below this.")
+    blur_threshold: float = option(DEFAULT_BLUR_THRESHOLD, "A clip is too blurry when the median variance of the "
+                                   f"Laplacian of its grey face crops (resized to {BLUR_SIDE} px) is below this.")
+    max_lost: float = option(0.2, "A clip is unusable when more than this fraction of its frames has no face.")
+    workers: int = option(1, "Clips prepared in parallel (processes, each with its own face tracker).")
+    chunk_size: int = option(8, "Frames rendered per batch.")
+    device: str = option("cpu", "Torch device for rendering, e.g. cpu or cuda.")
+    show_progress: bool = option(True, "Show a progress bar over the clips.")
+    flame: str | None = option(None, "FLAME model file; default: $MAGICPORTRAIT_FLAME; without one the open face "
+                                     "geometry is used.")
+    flame_texture: str | None = option(None, "FLAME texture space FLAME_texture.npz for the render map; default: "
+                                             "$MAGICPORTRAIT_FLAME_TEXTURE.")
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+    def __post_init__(self) -> None:
+        if not 64 <= self.size <= 2048:
+            raise InputError(f"size {self.size} is outside 64..2048; 512 matches the diffusion model.")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise InputError(f"max_frames must be at least 1, got {self.max_frames}.")
+        if self.workers < 1:
+            raise InputError(f"workers must be at least 1, got {self.workers}.")
+        if not 0.0 <= self.max_lost <= 1.0:
+            raise InputError(f"max_lost is a fraction of frames, 0..1; got {self.max_lost}.")
+        if self.min_face_px < 0 or self.blur_threshold < 0:
+            raise InputError("min_face_px and blur_threshold must not be negative.")
+        if self.chunk_size < 1:
+            raise InputError(f"chunk_size must be at least 1, got {self.chunk_size}.")
+
+    def guide_config(self):
+        """The guide stage's config with the same size / head model, to reuse its head model and renderer."""
+        from magicportrait.pipelines.guide import GuideConfig
+
+        return GuideConfig(size=self.size, chunk_size=self.chunk_size, device=self.device, show_progress=False,
+                           flame=self.flame, flame_texture=self.flame_texture)
+
+
+# ----------------------------------------------------------------------------------------------- the whole run
+
+
+def prepare_dataset(videos_dir: str | os.PathLike, data_dir: str | os.PathLike,
+                    config: PrepareConfig | None = None) -> Path:
+    """Prepare every video under ``videos_dir`` into ``data_dir``; return the path of ``manifest.json``."""
+    from magicportrait.io.atomic import atomic_path, ensure_writable_dir
+
+    config = config or PrepareConfig()
+    videos_dir, data_dir = Path(videos_dir), Path(data_dir)
+    if not videos_dir.is_dir():
+        raise InputError(f"{videos_dir} is not a folder. Give the folder that holds your face videos.")
+    head_model = _head_model_name(config)  # a missing FLAME file fails now, not after the first clip
+    clips_dir = ensure_writable_dir(data_dir / "clips")
+    _remove_stale_staging(clips_dir)
+    videos, skipped = _find_clips(videos_dir)
+    if not videos and not skipped:
+        raise InputError(f"No videos found under {videos_dir} (looked for {', '.join(_video_extensions())}).")
+    todo = {name: path for name, path in videos.items() if not (clips_dir / name / "clip.json").is_file()}
+    logger.info("%d videos, %d already prepared, %d to do.", len(videos), len(videos) - len(todo), len(todo))
+    skipped += _run_clips(todo, clips_dir, config)
+    manifest = {"version": MANIFEST_VERSION, "size": config.size, "head_model": head_model,
+                "clips": _finished_clips(clips_dir), "skipped": sorted(skipped, key=lambda item: item["video"])}
+    path = data_dir / "manifest.json"
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1))
+    return path
+
+
+def clip_name(video: Path, videos_dir: Path) -> str:
+    """``a/b/c.mp4`` under ``videos_dir`` -> ``a__b__c``: unique per video, flat, readable."""
+    return "__".join(video.relative_to(videos_dir).with_suffix("").parts)
+
+
+def _video_extensions() -> tuple[str, ...]:
+    from magicportrait.io.video import VIDEO_EXTENSIONS
+
+    return VIDEO_EXTENSIONS
+
+
+def _find_clips(videos_dir: Path) -> tuple[dict[str, Path], list[dict[str, str]]]:
+    """Videos by clip name (hidden files and folders ignored); a second video with the same name is skipped."""
+    videos: dict[str, Path] = {}
+    skipped = []
+    for path in sorted(videos_dir.rglob("*")):
+        relative = path.relative_to(videos_dir)
+        if not path.is_file() or path.suffix.lower() not in _video_extensions():
+            continue
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        name = clip_name(path, videos_dir)
+        if name in videos:
+            skipped.append({"video": str(path), "reason": f"same clip name '{name}' as {videos[name]}; rename one"})
+            continue
+        videos[name] = path
+    return videos, skipped
+
+
+def _remove_stale_staging(clips_dir: Path) -> None:
+    """Staging folders left by an interrupted run (hidden folders in clips/) are deleted; their clips are redone."""
+    for entry in clips_dir.iterdir():
+        if entry.name.startswith(".") and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _finished_clips(clips_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(clips_dir.glob("*/clip.json"))]
+
+
+def _head_model_name(config: PrepareConfig) -> str:
+    return "flame" if config.guide_config().flame_path() is not None else "mediapipe"
+
+
+def _run_clips(todo: dict[str, Path], clips_dir: Path, config: PrepareConfig) -> list[dict[str, str]]:
+    """Prepare the clips in ``todo`` (in this process, or a spawn pool); return the skipped videos."""
+    progress = tqdm(total=len(todo), desc="prepare", unit="clip", disable=not config.show_progress)
+    skipped = []
+    with progress:
+        if config.workers == 1 or len(todo) <= 1:
+            with ClipPreparer(config) as preparer:
+                for name, video in todo.items():
+                    skipped += _as_skipped(preparer.safe_prepare(video, clips_dir / name))
+                    progress.update(1)
+            return skipped
+        context = multiprocessing.get_context("spawn")  # fork would copy MediaPipe / torch threads: unsafe
+        with ProcessPoolExecutor(config.workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(config,)) as pool:
+            futures = [pool.submit(_worker_prepare, video, clips_dir / name) for name, video in todo.items()]
+            for future in as_completed(futures):
+                skipped += _as_skipped(future.result())
+                progress.update(1)
+    return skipped
+
+
+def _as_skipped(result: dict[str, str] | None) -> list[dict[str, str]]:
+    return [] if result is None else [result]
+
+
+_WORKER: ClipPreparer | None = None
+
+
+def _init_worker(config: PrepareConfig) -> None:
+    """Runs once per worker process: share the cores between workers instead of each torch using all of them."""
+    import torch
+
+    global _WORKER
+    threads = max(1, (os.cpu_count() or 1) // config.workers)
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    _WORKER = ClipPreparer(config)
+
+
+def _worker_prepare(video: Path, clip_dir: Path) -> dict[str, str] | None:
+    assert _WORKER is not None, "worker not initialised"
+    return _WORKER.safe_prepare(video, clip_dir)
+
+
+# ------------------------------------------------------------------------------------------------ one clip
+
+
+@dataclass
+class CroppedClip:
+    """Pass two's results: the crop-space track, the sharpness per frame, the texture frame for the render map."""
+
+    track: Track
+    sharpness: np.ndarray  # (T,) variance of the Laplacian per frame
+    texture_index: int
+    texture: np.ndarray  # (size, size, 3) uint8
+
+
+class ClipPreparer:
+    """Prepares clips one by one with one face tracker and one head model (one per worker process)."""
+
+    def __init__(self, config: PrepareConfig) -> None:
+        from magicportrait.pipelines.guide import GuidePipeline
+
+        self.config = config
+        self.pipeline = GuidePipeline(config.guide_config())
+        self.tracker = FaceTracker(replace(config.tracker, show_progress=False))
+
+    def __enter__(self) -> ClipPreparer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.tracker.close()
+
+    def safe_prepare(self, video: Path, clip_dir: Path) -> dict[str, str] | None:
+        """Prepare one clip; return None, or ``{"video", "reason"}`` when it had to be skipped."""
+        try:
+            self.prepare(video, clip_dir)
+        except MagicPortraitError as exc:
+            logger.warning("Skipping %s: %s", video, exc)
+            return {"video": str(video), "reason": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a damaged file can fail deep inside FFmpeg; never stop the run
+            logger.warning("Skipping %s", video, exc_info=True)
+            return {"video": str(video), "reason": f"{type(exc).__name__}: {exc}"}
+        return None
+
+    def prepare(self, video: Path, clip_dir: Path) -> dict[str, Any]:
+        """Write one complete clip folder (atomically) and return its manifest entry."""
+        from magicportrait.io.atomic import atomic_dir
+        from magicportrait.io.video import probe_video
+
+        info = probe_video(video)
+        track = self.tracker.track_frames(self._frames(video), fps=info.fps, source=str(video),
+                                          num_frames=min(info.num_frames, self.config.max_frames or info.num_frames))
+        with atomic_dir(clip_dir) as stage:
+            for folder in FRAME_FOLDERS:
+                (stage / folder).mkdir()
+            cropped = self._write_crops(video, track, stage / "frames")
+            head = self.pipeline.head_model.fit(cropped.track)
+            self._write_maps(cropped, head, stage)
+            cropped.track.save(stage / "track.npz")
+            head.save(stage / "head.npz")
+            entry = self._entry(clip_dir, video, info.fps, track, cropped)
+            (stage / "clip.json").write_text(json.dumps(entry, indent=1))
+        return entry
+
+    def _frames(self, video: Path) -> Iterator[np.ndarray]:
+        from magicportrait.io.video import iter_frames
+
+        return islice(iter_frames(video), self.config.max_frames)
+
+    def _write_crops(self, video: Path, track: Track, folder: Path) -> CroppedClip:
+        """Pass two: crop each frame with its own smoothed box, write it, measure its sharpness."""
+        from magicportrait.pipelines.guide import crop_face
+
+        size, matrices = self.config.size, [crop_matrix(box, self.config.size) for box in track.boxes]
+        texture_index = int(np.flatnonzero(track.detected)[0])
+        texture, sharpness, count = None, [], 0
+        for index, frame in enumerate(self._frames(video)):
+            if index >= track.num_frames:
+                break
+            crop = crop_face(frame, track.boxes[index], size)
+            write_png(folder / frame_name(index, track.num_frames), crop)
+            sharpness.append(laplacian_variance(crop))
+            if index == texture_index:
+                texture = crop
+            count = index + 1
+        if count != track.num_frames or texture is None:
+            raise InputError(f"{video}: {count} frames decoded on the second pass, {track.num_frames} on the first. "
+                             "The file may be damaged; re-export it.")
+        return CroppedClip(track=crop_track_per_frame(track, matrices, size), sharpness=np.asarray(sharpness),
+                           texture_index=texture_index, texture=texture)
+
+    def _write_maps(self, cropped: CroppedClip, head: HeadTrack, stage: Path) -> None:
+        """The clip's own head rendered in each frame's crop, textured (open geometry) by its first face frame."""
+        from magicportrait.pipelines.guide import SourceFace
+
+        first = cropped.texture_index
+        source_track = select_frames(cropped.track, slice(first, first + 1))
+        source_head = head.select(slice(first, first + 1))
+        source = SourceFace(crop=cropped.texture, crop_matrix=np.eye(2, 3), track=source_track, head=source_head)
+        source.appearance = self.pipeline.estimate_appearance(cropped.texture, source_track, source_head)
+        index, total = 0, head.num_frames
+        for maps in self.pipeline.render_chunks(source, head):
+            for i in range(len(maps["depth"])):
+                for name in MAP_NAMES:
+                    write_png(stage / name / frame_name(index, total), maps[name][i])
+                index += 1
+
+    def _entry(self, clip_dir: Path, video: Path, fps: float, track: Track, cropped: CroppedClip) -> dict[str, Any]:
+        config = self.config
+        flags = quality_flags(track, cropped.sharpness, config)
+        usable = (not flags["too_small"] and not flags["too_blurry"]
+                  and flags["face_lost_fraction"] <= config.max_lost)
+        return {"name": clip_dir.name, "path": f"clips/{clip_dir.name}", "video": str(video),
+                "num_frames": track.num_frames, "fps": float(fps), "flags": flags, "usable": bool(usable)}
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def frame_name(index: int, num_frames: int) -> str:
+    """0-based ``index`` -> ``frame_0001.png`` (1-based, at least 4 digits, like the guide stage)."""
+    return f"frame_{index + 1:0{max(4, len(str(num_frames)))}d}.png"
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION,
+                                                                          PNG_COMPRESSION]):
+        raise OSError(f"Could not write {path}")
+
+
+def laplacian_variance(rgb: np.ndarray) -> float:
+    """Sharpness of a face crop: variance of the Laplacian of its grey image at :data:`BLUR_SIDE` pixels."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    interpolation = cv2.INTER_AREA if grey.shape[0] > BLUR_SIDE else cv2.INTER_LINEAR
+    grey = cv2.resize(grey, (BLUR_SIDE, BLUR_SIDE), interpolation=interpolation)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def face_sides(track: Track) -> np.ndarray:
+    """Larger side of each detected frame's landmark box (the face itself, not the crop), original pixels."""
+    bboxes = landmark_bboxes(track.landmarks[track.detected])
+    return np.maximum(bboxes[:, 2] - bboxes[:, 0], bboxes[:, 3] - bboxes[:, 1])
+
+
+def quality_flags(track: Track, sharpness: np.ndarray, config: PrepareConfig) -> dict[str, Any]:
+    """face_lost_fraction, too_small (median face side), too_blurry (median sharpness) of one clip."""
+    lost = float(np.mean(~track.detected))
+    return {"face_lost_fraction": round(lost, 6),
+            "too_small": bool(np.median(face_sides(track)) < config.min_face_px),
+            "too_blurry": bool(np.median(sharpness) < config.blur_threshold)}
+
+
+def crop_track_per_frame(track: Track, matrices: list[np.ndarray], size: int) -> Track:
+    """Map each frame's landmarks and box with that frame's own crop matrix (z scales like x and y)."""
+    landmarks = np.stack([transform_points(lm, m) for lm, m in zip(track.landmarks, matrices, strict=True)])
+    boxes = np.stack([transform_points(box, m) for box, m in zip(track.boxes, matrices, strict=True)])
+    return Track(landmarks=landmarks.astype(np.float32), boxes=boxes.astype(np.float32), detected=track.detected,
+                 fps=track.fps, image_size=(size, size), num_faces=track.num_faces, source=track.source)
+
+
+def select_frames(track: Track, index: slice) -> Track:
+    return Track(landmarks=track.landmarks[index], boxes=track.boxes[index], detected=track.detected[index],
+                 fps=track.fps, image_size=track.image_size, num_faces=track.num_faces[index], source=track.source)
+
+
+def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read ``DATA_DIR/manifest.json`` (written by :func:`prepare_dataset`), checking its version."""
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise InputError(f"{path} does not exist. Prepare the dataset first: magicportrait prepare VIDEOS_DIR -o "
+                         f"{data_dir}")
+    manifest = json.loads(path.read_text())
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise InputError(f"{path} has format version {manifest.get('version')}, this version reads "
+                         f"{MANIFEST_VERSION}. Prepare the dataset again.")
+    return manifest
