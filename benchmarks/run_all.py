@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-BENCHES = ("tracking", "rendering", "guide", "flame_fitting", "generation", "geometric", "evaluation")
+BENCHES = ("tracking", "rendering", "guide", "flame_fitting", "generation", "geometric", "evaluation",
+           "training")
 """Every bench, in the order they run and their sections appear (``bench_<name>.py``)."""
-SEPARATE_BENCHES = ("flame_fitting", "generation", "geometric", "evaluation")
+SEPARATE_BENCHES = ("flame_fitting", "generation", "geometric", "evaluation", "training")
 """Benches whose sections name their own machine line, so they can be re-run alone (``--only``)."""
 
 
@@ -78,7 +79,7 @@ def run_bench(name: str, quick: bool) -> dict:
         return module.run((60, 120) if quick else (300, 3000))
     if name == "flame_fitting":
         return module.run(60 if quick else 300)
-    return module.run(quick)  # generation, geometric, evaluation
+    return module.run(quick)  # generation, geometric, evaluation, training
 
 
 def stored_report(path: Path) -> dict:
@@ -135,6 +136,8 @@ def write_markdown(path: Path, report: dict) -> None:
         lines += geometric_lines(report["geometric"])
     if "evaluation" in report:
         lines += evaluation_lines(report["evaluation"])
+    if "training" in report:
+        lines += training_lines(report["training"])
     lines += ["", "Raw figures:", "", "```json",
               json.dumps({k: report[k] for k in BENCHES if k in report}, indent=2, default=float),
               "```", ""]
@@ -400,6 +403,31 @@ def evaluation_lines(ev: dict) -> list[str]:
         lines.append(f"| {name} alone | {part['seconds']:.1f} s, peak RSS {part['peak_rss_mib']:.0f} MiB | | | — |")
     values = ", ".join(f"{k} {v:.4g}" for k, v in everything["values"].items())
     lines += ["", f"The values measured on that video: {values}."]
+    return lines
+
+
+def training_lines(tr: dict) -> list[str]:
+    """The training section (issue 7): step time and peak memory per stage at the tiny configuration."""
+    lines = [
+        "",
+        "## Training (issue 7)",
+        "",
+        f"Measured apart from the sections above: {tr.get('machine', 'see the Machine line')}.",
+        "",
+        f"Tiny configuration ({tr['config']}) on the bundled example prepared with `magicportrait prepare`; each run "
+        "in a fresh process; step time = (time of a long run - time of a short run) / extra steps, so set-up and "
+        "warm-up cancel out. Baseline: the same with gradient checkpointing on. Ratio: baseline / ours. "
+        f"GPU, SD-1.5 size at 512x512: {tr['gpu']}.",
+        "",
+        "| what | measured | baseline (same run) | ratio | target |",
+        "|---|---|---|---|---|",
+    ]
+    for stage in ("stage1", "stage2"):
+        plain, checkpointed = tr[stage]["plain"], tr[stage]["gradient_checkpointing"]
+        lines.append(f"| {stage.replace('stage', 'stage ')}, tiny | {plain['seconds_per_step']:.3f} s/step, peak RSS "
+                     f"{plain['peak_rss_mib']:.0f} MiB | gradient checkpointing: "
+                     f"{checkpointed['seconds_per_step']:.3f} s/step, {checkpointed['peak_rss_mib']:.0f} MiB | "
+                     f"{checkpointed['seconds_per_step'] / plain['seconds_per_step']:.2f}x | — |")
     return lines
 
 

@@ -98,6 +98,13 @@ def _prepare(args: argparse.Namespace) -> None:
         print(f"  skipped {skipped['video']}: {skipped['reason']}")
 
 
+def _train(args: argparse.Namespace) -> None:
+    from magicportrait.training.trainer import train
+
+    output = train(args.config, args.set)
+    print(f"Training finished; checkpoints (official file layout) and logs in {output}/")
+
+
 def _inputs(args: argparse.Namespace) -> tuple[str, str]:
     """--source/--driving, or the bundled example written into the output folder's example/."""
     source, driving = args.source, args.driving
@@ -215,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--output", "-o", required=True, help="Dataset folder to write (DATA_DIR).")
     add_config_arguments(prepare, PrepareConfig)
     prepare.set_defaults(handler=_prepare)
+
+    train = commands.add_parser("train", help="Train stage 1 (images) or stage 2 (motion modules) from a YAML config "
+                                "on one process; use `accelerate launch -m magicportrait.training.trainer` for more.")
+    train.add_argument("--config", "-c", required=True, help="configs/stage1.yaml, configs/stage2.yaml, or your own.")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="Override a config value, e.g. --set run.max_steps=100 (repeatable).")
+    train.set_defaults(handler=_train)
 
     example = commands.add_parser("example", help="Write the bundled example (source.png, driving.mp4).")
     example.add_argument("--output", "-o", required=True, help="Output folder.")
