@@ -242,3 +242,19 @@ def test_large_source_is_scaled_down_for_the_pasted_video():
     np.testing.assert_allclose(transform_points(in_small, small_matrix), transform_points(points, matrix), atol=1e-6)
     unchanged, same = output_frame(image[:1000, :1500], matrix, 1920)
     assert unchanged.shape == (1000, 1500, 3) and np.array_equal(same, matrix)
+
+
+def test_bad_inputs_give_one_clear_error_and_no_output(example, tmp_path, capsys):
+    from magicportrait.io.image import save_image
+
+    blank = tmp_path / "blank.png"
+    save_image(blank, np.full((256, 256, 3), 128, np.uint8))
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    for source, driving in ((blank, example[1]), (example[0], broken)):
+        output = tmp_path / f"out_{source.stem}_{driving.stem}"
+        assert main(["animate", "-s", str(source), "-d", str(driving), "-o", str(output), "--size", str(SIZE),
+                     "--no-show-progress"]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error:") and "Traceback" not in error
+        assert not output.exists() or not any(output.iterdir())  # nothing half-written
