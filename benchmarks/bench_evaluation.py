@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from child import call_in_child, peak_rss_mib
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 60.0  # the issue's target for 100 frames at 512x512
-CHILD_MARKER = "BENCH_EVALUATION_RESULT "
 GROUPS = {"identity (CSIM)": "csim", "image quality (LPIPS, PSNR, SSIM, LMD)": "lpips,psnr,ssim,lmd",
           "distributions (FID, KID, FVD)": "fid,kid,fvd", "motion and stability (APD, AED, RMSEs, jitter, flicker)":
           "apd,p_rmse,aed,e_rmse,jitter,flicker"}
@@ -59,24 +58,13 @@ def measure(videos: dict[str, str], metrics: str, batch_size: int) -> dict:
     report = evaluator.evaluate(generated, driving, source, driving, fps=fps)
     seconds = time.perf_counter() - began
     return {"metrics": metrics, "batch_size": batch_size, "frames": int(len(generated)), "seconds": seconds,
-            "first_call_seconds": load_seconds, "peak_rss_mib": _peak_rss_mib(),
+            "first_call_seconds": load_seconds, "peak_rss_mib": peak_rss_mib(),
             "values": {k: float(v) for k, v in report.values.items()}}
-
-
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def _in_child(videos: dict[str, Path], metrics: str, batch_size: int) -> dict:
     """:func:`measure` in a fresh process, so each configuration's peak memory is its own."""
-    code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import bench_evaluation as b; "
-            f"print({CHILD_MARKER!r} + json.dumps(b.measure({json.dumps({k: str(v) for k, v in videos.items()})}, "
-            f"{metrics!r}, {batch_size})))")
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return json.loads(next(line for line in output.splitlines() if line.startswith(CHILD_MARKER))[len(CHILD_MARKER):])
+    return call_in_child("bench_evaluation", "measure", {k: str(v) for k, v in videos.items()}, metrics, batch_size)
 
 
 def run(quick: bool = False) -> dict:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from child import call_in_child, peak_rss_mib
+
 ROOT = Path(__file__).resolve().parents[1]
-CHILD_MARKER = "BENCH_TRAINING_RESULT "
 
 
 def make_workspace(folder: Path) -> dict[str, str]:
@@ -60,24 +59,12 @@ def measure(root: str, stage: int, steps: int, checkpointing: bool, tag: str) ->
     config = ROOT / "configs" / f"tiny_stage{stage}.yaml"
     began = time.perf_counter()
     train(config, overrides(Path(root), stage, f"run_{tag}", steps, checkpointing))
-    return {"seconds": time.perf_counter() - began, "peak_rss_mib": _peak_rss_mib()}
-
-
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
+    return {"seconds": time.perf_counter() - began, "peak_rss_mib": peak_rss_mib()}
 
 
 def _in_child(root: str, stage: int, steps: int, checkpointing: bool, tag: str) -> dict:
-    code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import bench_training as b; "
-            f"print({CHILD_MARKER!r} + json.dumps(b.measure({root!r}, {stage}, {steps}, {checkpointing}, {tag!r})))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"training run {tag} failed:\n{done.stderr[-3000:]}")
-    return json.loads(next(line for line in done.stdout.splitlines()
-                           if line.startswith(CHILD_MARKER))[len(CHILD_MARKER):])
+    """:func:`measure` in a fresh process, so each configuration's peak memory is its own."""
+    return call_in_child("bench_training", "measure", root, stage, steps, checkpointing, tag)
 
 
 def step_time(root: str, stage: int, checkpointing: bool, short: int, long: int) -> dict:
@@ -89,7 +76,7 @@ def step_time(root: str, stage: int, checkpointing: bool, short: int, long: int)
 
 
 def run(quick: bool = False) -> dict:
-    short, long = (2, 6) if quick else (3, 23)
+    short, long = (2, 12) if quick else (3, 23)
     with tempfile.TemporaryDirectory() as tmp:
         root = make_workspace(Path(tmp))["root"]
         _in_child(root, 1, 1, False, "stage1_start")  # the stage-1 checkpoint stage 2 starts from
