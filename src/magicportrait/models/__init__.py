@@ -6,8 +6,7 @@ model file that is absent or broken only fails when one of its names is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from magicportrait._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "GuidanceEncoder": "guidance_encoder",
@@ -29,14 +28,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

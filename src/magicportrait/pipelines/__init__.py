@@ -11,8 +11,7 @@ Names are imported on first use, so ``import magicportrait.pipelines`` does not 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from magicportrait._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "GuideConfig": "guide", "GuidePipeline": "guide", "GuideResult": "guide",
@@ -24,10 +23,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
