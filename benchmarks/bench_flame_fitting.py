@@ -35,7 +35,7 @@ from magicportrait.geometry.rotations import axis_angle_to_matrix, matrix_to_axi
 from magicportrait.heads.base import pose_vertices
 from magicportrait.heads.embedding import load_flame_mediapipe_embedding
 from magicportrait.heads.mediapipe_mesh import MediaPipeHeadModel
-from magicportrait.heads.mediapipe_topology import IRIS_POINTS, NUM_LANDMARKS, landmark_groups
+from magicportrait.heads.mediapipe_topology import IRIS_POINTS, landmark_groups
 from magicportrait.io.video import iter_frames
 from magicportrait.pipelines.example import (
     EXAMPLE_FPS,
@@ -45,10 +45,9 @@ from magicportrait.pipelines.example import (
     example_portrait,
     write_example,
 )
-from magicportrait.pipelines.guide import crop_track
 from magicportrait.tracking import FaceTracker, TrackerConfig
-from magicportrait.tracking.boxes import crop_matrix
-from magicportrait.types import HeadTrack, Track
+from magicportrait.tracking.boxes import crop_matrix, crop_track
+from magicportrait.types import NUM_LANDMARKS, HeadTrack, Track
 
 PARTIAL_MODEL = Path(__file__).resolve().parents[2] / "shared/assets/flame2023-open-partial/flame2023_open_partial.npz"
 IMAGE_SIZE = 512

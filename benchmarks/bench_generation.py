@@ -88,7 +88,7 @@ def pipeline_classes() -> dict[str, type]:
     """Variant name -> pipeline class. Built lazily so that importing this module does not import diffusers."""
     from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 
-    from magicportrait.pipelines.generation import GenerationPipeline
+    from magicportrait.models.generation import GenerationPipeline
 
     class ReferencePerWindow(GenerationPipeline):
         """Runs the reference UNet before every window of every step instead of once per video."""
@@ -294,8 +294,8 @@ class CallTimer:
 
 def measure(spec: dict) -> dict:
     """One generation run as ``spec`` describes it; returns its times and peak memory."""
-    from magicportrait.pipelines.context import context_windows
-    from magicportrait.pipelines.generation import GenerationConfig
+    from magicportrait.models.context import context_windows
+    from magicportrait.models.generation import GenerationConfig
 
     torch.set_num_threads(spec["threads"])
     HELD_GUIDANCE.clear()

@@ -6,13 +6,13 @@
 Three parts, each against a baseline measured in the same run; loops over the same frames run in rounds of
 alternating order (so that drift of the machine's speed hits every variant alike) and the fastest round counts:
 
-1. Generator, 512x512: the bundled portrait (``example_portrait()``) prepared once (``GuidePipeline.prepare_source``),
+1. Generator, 512x512: the bundled portrait (``example_portrait()``) prepared once (``stages.prepare_source``),
    the example driving video (``write_example``, 100 frames) tracked and aligned (``GeometricPipeline.
    prepare_motion``), then ``GeometricGenerator.render`` over every frame in chunks of ``GeometricConfig().
    chunk_size``. The set-up (texture projection, paint-out) and the first pass of the process (one-time warm-up) are
    reported apart. Variants: ``blend="feather"`` and ``colour_match=False``; the per-frame stages (face re-render,
    background warp, colour match + blend) are timed around the generator's own steps. Baseline: the guidance maps of
-   the same frames (depth + normal + render, ``GuidePipeline.render_chunks``).
+   the same frames (depth + normal + render, ``render_guidance``).
 2. 1080p paste-back: the portrait scaled up 2x and centred on a blurred 1920x1080 background, prepared from that full
    frame (so the crop matrix maps 1080p -> the 512 crop); per frame the generator + ``PasteBack`` (mode "changed",
    as the geometric pipeline pastes) into the 1080p frame. Baseline: a naive full-frame paste (``cv2.warpAffine`` of
@@ -71,6 +71,7 @@ def portrait_in_hd(portrait: np.ndarray, frame_size: tuple[int, int] = HD_FRAME)
 
 def track_example(example_dir: Path, num_frames: int):
     """(pipeline, driving track) of the example driving video, written with ``num_frames``."""
+    from magicportrait.pipelines import stages
     from magicportrait.pipelines.animate import AnimateConfig, GeometricPipeline
     from magicportrait.pipelines.example import write_example
     from magicportrait.pipelines.guide import GuideConfig
@@ -80,18 +81,21 @@ def track_example(example_dir: Path, num_frames: int):
     config = AnimateConfig(guide=GuideConfig(size=512, show_progress=False))
     pipeline = GeometricPipeline(config)
     with FaceTracker(config.guide.tracker) as tracker:
-        driving = pipeline.guide.track_driving(driving_path, tracker)
+        driving = stages.track_driving(driving_path, tracker, config.guide)
     return pipeline, driving
 
 
 def prepare(pipeline, frame: np.ndarray, driving) -> Prepared:
     """The source face from ``frame`` and the driving motion aligned to it, as ``GeometricPipeline.run`` does."""
+    from magicportrait.pipelines import stages
     from magicportrait.tracking import FaceTracker
 
     start = time.perf_counter()
-    with FaceTracker(pipeline.config.guide.tracker) as tracker:
-        source = pipeline.guide.prepare_source(frame, tracker)
-    aligned = pipeline.prepare_motion(source, driving)
+    guide = pipeline.config.guide
+    with FaceTracker(guide.tracker) as tracker:
+        source = stages.prepare_source(frame, tracker, pipeline.head_model, guide)
+    motion = stages.Motion(stages.align_motion(pipeline.head_model, source, driving, guide), driving, driving.fps)
+    aligned = pipeline.limit_motion(source, motion).aligned
     return Prepared(pipeline, frame, source, aligned, time.perf_counter() - start)
 
 
@@ -141,7 +145,10 @@ def render_all(generator, parts: list) -> None:
 
 
 def guidance_maps_all(prepared: Prepared) -> None:
-    for _ in prepared.pipeline.guide.render_chunks(prepared.source, prepared.aligned):
+    from magicportrait.rendering.guidance import render_guidance
+
+    guide = prepared.pipeline.config.guide
+    for _ in render_guidance(prepared.pipeline.head_model, prepared.source, prepared.aligned, guide.chunk_size):
         pass
 
 

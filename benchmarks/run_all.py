@@ -351,7 +351,7 @@ def geometric_lines(geo: dict) -> list[str]:
         "|---|---|---|---|---|",
         f"| geometric generator, {size}, {gen['num_frames']} frames | {gen['fps']:.1f} frames/s (the process's "
         f"first pass: {gen['first_pass_fps']:.1f}; set-up {gen['setup_seconds']:.2f} s) | depth + normal + render "
-        f"guidance maps of the same frames (`GuidePipeline.render_chunks`): {gen['guidance_maps_fps']:.0f} "
+        f"guidance maps of the same frames (`render_guidance`): {gen['guidance_maps_fps']:.0f} "
         f"frames/s | {1.0 / gen['cost_vs_guidance_maps']:.2f}x (costs {gen['cost_vs_guidance_maps']:.1f}x the "
         "guidance maps) | >= 15 frames/s |",
         f"| where a frame's time goes | face re-render (posed mesh + texture transfer) "

@@ -33,7 +33,7 @@ def animated(release, example, tmp_path_factory):
     source, driving = example
     output = tmp_path_factory.mktemp("animate") / "out"
     assert main(["animate", "-s", str(source), "-d", str(driving), "-o", str(output), "--weights", str(release),
-                 *FAST]) == 0
+                 "--write-frames", *FAST]) == 0
     return output
 
 
@@ -52,10 +52,44 @@ def test_result_and_grid(animated):
     assert np.abs(panel - frames[0]).mean() < 6
 
 
+def test_generate_reproduces_animate_from_the_guidance_it_wrote(animated, release, tmp_path, capsys):
+    """The diffusion generator alone, on animate's guidance folder, makes animate's crops bit for bit."""
+    output = tmp_path / "generated"
+    assert main(["generate", "--guidance", str(animated / "guidance"), "-o", str(output), "--weights", str(release),
+                 "--steps", "2", "--no-show-progress"]) == 0
+    assert "Wrote 14 frames at 25 fps" in capsys.readouterr().out  # the fps of the folder's aligned_head.npz
+    generated = np.stack(list(iter_frames(output / "result.mp4")))
+    animated_crops = np.stack(list(iter_frames(animated / "result_crop.mp4")))
+    assert generated.shape == (NUM_FRAMES, SIZE, SIZE, 3)
+    assert np.array_equal(generated, animated_crops)  # same inputs, same machine: exact
+    grid = probe_video(output / "grid.mp4")  # reference | depth | normal | render | result
+    assert (grid.num_frames, grid.width, grid.height) == (NUM_FRAMES, 5 * SIZE, SIZE)
+
+
+def test_generate_refuses_folders_that_disagree(animated, release, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "guidance"
+    shutil.copytree(animated / "guidance", broken)
+    (broken / "normal" / "frame_0014.png").unlink()
+    assert main(["generate", "-g", str(broken), "-o", str(tmp_path / "out"), "--weights", str(release)]) == 2
+    error = capsys.readouterr().err
+    assert "disagree in frame count" in error and "normal/ 13" in error and "depth/ 14" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_animate_streams_its_guidance_without_pngs(release, example, tmp_path):
+    output = tmp_path / "out"
+    assert main(["animate", "-s", str(example[0]), "-d", str(example[1]), "-o", str(output), "--weights",
+                 str(release), *FAST, "--max-frames", "3", "--no-write-grid"]) == 0
+    written = sorted(path.name for path in (output / "guidance").iterdir())
+    assert written == ["aligned_head.npz", "source.png", "source_face.npz", "source_track.npz", "track.npz"]
+
+
 def test_same_seed_same_video_and_guidance_matters(release, example):
     from magicportrait.io.image import load_image
+    from magicportrait.models.generation import GenerationConfig, GenerationPipeline
     from magicportrait.models.release import load_release, resolve_release_paths
-    from magicportrait.pipelines.generation import GenerationConfig, GenerationPipeline
 
     torch.manual_seed(0)
     pipeline = GenerationPipeline(**load_release(resolve_release_paths(release)))
@@ -118,8 +152,8 @@ def test_size_must_suit_the_latents(release, example, tmp_path, capsys):
 
 def test_own_format_round_trip(release, example, tmp_path):
     from magicportrait.io.image import load_image
+    from magicportrait.models.generation import GenerationConfig
     from magicportrait.pipelines.animate import AnimateConfig, MagicPortraitPipeline
-    from magicportrait.pipelines.generation import GenerationConfig
 
     config = AnimateConfig(generation=GenerationConfig(steps=1, show_progress=False))
     official = MagicPortraitPipeline.from_pretrained(release, config=config)

@@ -10,24 +10,23 @@ import pytest
 import torch
 
 from magicportrait.errors import InputError
+from magicportrait.geometry.mesh import mirror_vertices, unweld
+from magicportrait.heads.flame_texture import load_flame_texture_space
 from magicportrait.rendering import (
     DEFAULT_SH_LIGHT,
     SH_CONSTANTS,
     AppearanceConfig,
     AppearanceRenderer,
     GuidanceRenderer,
-    RenderAppearance,
     camera_normals,
     estimate_appearance,
     face_oval_loop,
     face_region_mask,
     fit_texture_appearance,
-    load_flame_texture_space,
-    mirror_vertices,
     sh_shading,
-    unweld,
     vertex_normals,
 )
+from magicportrait.types import RenderAppearance
 
 FLAME_NPZ = Path(__file__).resolve().parents[2] / "shared/assets/flame2023-open-partial/flame2023_open_partial.npz"
 SIZE = 256  # image side of the synthetic renders

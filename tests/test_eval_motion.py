@@ -182,10 +182,12 @@ def test_benchmark_protocol_on_a_folder_of_clips(example, tmp_path):
 @needs_partial_flame
 def test_motion_metrics_on_flame_parameters(example):
     """With a FLAME file the motion metrics use FLAME's fit (the shared partial model has no expression basis)."""
+    from magicportrait.heads import HeadModelConfig
     from magicportrait.io.image import load_image
 
     frames, fps = read_frames(example[1])
-    config = EvaluationConfig(metrics="apd,p_rmse,aed", flame=str(PARTIAL_MODEL), show_progress=False)
+    config = EvaluationConfig(metrics="apd,p_rmse,aed", head=HeadModelConfig(flame=str(PARTIAL_MODEL)),
+                              show_progress=False)
     evaluator = Evaluator(config)
     same = evaluator.evaluate(frames, frames, load_image(example[0]), fps=fps)
     assert same.info["head_model"] == "flame" and same.values["apd"] == 0.0

@@ -7,6 +7,8 @@ aligned head must have A's shape while following B's motion.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -141,7 +143,7 @@ def test_relative_expression_mode_keeps_source_jaw(scene):
 
 def test_perspective_relative_translation_is_in_centimetres():
     kwargs = {"model": "flame", "identity": np.zeros(3), "image_size": (SIZE, SIZE), "fps": 25.0,
-              "extras": {"camera": "perspective", "focal_px": 1400.0}}
+              "camera": "perspective", "focal_px": 1400.0}
     source = FlameTrack(expression=np.zeros((1, 0)), rotation=np.zeros((1, 3)), scale=np.ones(1),
                         translation=np.array([[1.0, 2.0, 90.0]]), **kwargs)
     driving = FlameTrack(expression=np.zeros((3, 0)), rotation=np.zeros((3, 3)), scale=np.ones(3),
@@ -149,8 +151,8 @@ def test_perspective_relative_translation_is_in_centimetres():
     aligned = align_to_source(source, driving, AlignmentConfig(smoothing=0.0))
     np.testing.assert_allclose(aligned.translation, [[1, 2, 90], [3, 2, 90], [3, 2, 70]])
     np.testing.assert_allclose(aligned.scale, 1.0)
-    assert aligned.camera == "perspective" and aligned.extras["focal_px"] == 1400.0
-    orthographic = FlameTrack(**{**source.__dict__, "extras": {}})
+    assert aligned.camera == "perspective" and aligned.focal_px == 1400.0
+    orthographic = replace(source, camera="orthographic", focal_px=None)
     with pytest.raises(ValueError, match="different cameras"):
         align_to_source(orthographic, driving)
 

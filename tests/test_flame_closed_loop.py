@@ -27,9 +27,8 @@ from magicportrait.pipelines.example import (
     example_motion,
     write_example,
 )
-from magicportrait.pipelines.guide import crop_track
 from magicportrait.tracking import FaceTracker, TrackerConfig
-from magicportrait.tracking.boxes import crop_matrix
+from magicportrait.tracking.boxes import crop_matrix, crop_track
 from magicportrait.types import HeadTrack, Track
 from shared_paths import PARTIAL_MODEL, needs_partial_flame
 

@@ -233,11 +233,11 @@ def test_perspective_fit_recovers_pose_and_distance(model):
     truth = FlameTrack(model="flame", identity=identity, expression=np.zeros((num_frames, model.num_expression)),
                        rotation=rotation, scale=np.ones(num_frames), translation=translation,
                        joint_rotations=np.zeros((num_frames, 4, 3)), image_size=(IMAGE_SIZE, IMAGE_SIZE),
-                       extras={"camera": "perspective", "focal_px": focal})
+                       camera="perspective", focal_px=focal)
     landmarks = model.landmarks(model.posed_vertices(truth).astype(np.float64))
     perspective = FlameHeadModel(model.flame, config=FlameFitConfig(camera="perspective", fov_degrees=20.0))
     head = perspective.fit(make_track(landmarks))
-    assert head.camera == "perspective" and head.extras["focal_px"] == pytest.approx(focal)
+    assert head.camera == "perspective" and head.focal_px == pytest.approx(focal)
     np.testing.assert_array_equal(head.scale, 1.0)
     reprojection = np.linalg.norm(fitted_landmarks(model, head)[..., :2] - landmarks[..., :2], axis=-1)
     assert reprojection.mean() < 0.3

@@ -11,8 +11,8 @@ from diffusers import AutoencoderKL
 from torch import nn
 
 from magicportrait.errors import InputError
-from magicportrait.pipelines.context import context_windows
-from magicportrait.pipelines.generation import GenerationConfig, GenerationPipeline, GuidanceVideos, make_scheduler
+from magicportrait.models.context import context_windows
+from magicportrait.models.generation import GenerationConfig, GenerationPipeline, GuidanceVideos, make_scheduler
 from shared_paths import VECTORS
 
 needs_vectors = pytest.mark.skipif(not VECTORS.is_dir(), reason="official-tiny vectors not available")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,7 +22,8 @@ from magicportrait.io.video import iter_frames, probe_video
 from magicportrait.pipelines.animate import AnimateConfig, GeometricPipeline
 from magicportrait.pipelines.example import example_motion, example_portrait, write_example
 from magicportrait.pipelines.geometric import GeometricConfig, GeometricGenerator, eye_openness, source_warnings
-from magicportrait.pipelines.guide import GuideConfig, GuidePipeline
+from magicportrait.pipelines.guide import GuideConfig
+from magicportrait.pipelines.stages import Motion, align_motion, prepare_source
 from magicportrait.tracking import FaceTracker, TrackerConfig
 from magicportrait.types import HeadTrack, Track
 from shared_paths import PARTIAL_MODEL, needs_partial_flame
@@ -41,14 +43,12 @@ def tracker():
         yield tracker
 
 
-@pytest.fixture(scope="module")
-def guide():
-    return GuidePipeline(GuideConfig(size=SIZE, show_progress=False))
+GUIDE = GuideConfig(size=SIZE, show_progress=False)
 
 
 @pytest.fixture(scope="module")
-def source(guide, tracker):
-    return guide.prepare_source(example_portrait(), tracker, "astronaut")
+def source(tracker):
+    return prepare_source(example_portrait(), tracker, MediaPipeHeadModel(), GUIDE, "astronaut")
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,8 @@ def _rotated(head: HeadTrack, euler_degrees: np.ndarray) -> HeadTrack:
     """``head``'s first frame turned by each of ``euler_degrees`` `(T, 3)` (yaw, pitch, roll) in turn."""
     frames = head.select(np.zeros(len(euler_degrees), int))
     base = axis_angle_to_matrix(head.rotation[0].astype(np.float64))
-    frames.rotation = matrix_to_axis_angle(euler_degrees_to_matrix(euler_degrees) @ base).astype(np.float32)
-    return frames
+    rotation = matrix_to_axis_angle(euler_degrees_to_matrix(euler_degrees) @ base).astype(np.float32)
+    return replace(frames, rotation=rotation)
 
 
 def test_unmoved_source_comes_back(source):
@@ -100,7 +100,7 @@ def test_turned_head_turns_the_rendered_face(source, tracker):
     assert np.abs(measured - yaws).max() < 5.0, measured
 
 
-def test_extreme_driving_pose_is_clamped_and_never_black(source, guide, caplog):
+def test_extreme_driving_pose_is_clamped_and_never_black(source, caplog):
     rotations = np.array([[0, 0, 0], [80, 0, 0], [-90, 50, 0], [0, 0, 170]], float)
     clamped, changed = limit_rotation(_rotated(source.head, rotations), source.head.rotation[0], (45, 30, 45))
     assert changed.tolist() == [False, True, True, True]
@@ -112,9 +112,10 @@ def test_extreme_driving_pose_is_clamped_and_never_black(source, guide, caplog):
     assert all(psnr(frame, source.crop) > 12 for frame in frames)  # still the portrait, not noise
 
     driving = _driving_track(source, rotations)
+    head_model = MediaPipeHeadModel()
+    motion = Motion(align_motion(head_model, source, driving, GUIDE), driving, 25.0)
     with caplog.at_level(logging.WARNING):
-        aligned = GeometricPipeline(AnimateConfig(guide=GuideConfig(size=SIZE)), guide.head_model).prepare_motion(
-            source, driving)
+        aligned = GeometricPipeline(AnimateConfig(guide=GUIDE), head_model).limit_motion(source, motion).aligned
     assert "clamped" in caplog.text and "3 of 4 frames" in caplog.text
     assert aligned.num_frames == 4
 
@@ -144,10 +145,10 @@ def test_closed_eyes_and_turned_face_are_reported(source):
     assert re.search(r"turned (69|70|71|72) degrees", messages[0])  # 70 on top of the portrait's own slight turn
 
 
-def test_occluded_mouth_in_the_source_stays_sane(guide, tracker):
+def test_occluded_mouth_in_the_source_stays_sane(tracker):
     portrait = example_portrait().copy()
     portrait[150:185, 190:260] = (90, 90, 90)  # a grey bar over the mouth (found by the tracker all the same)
-    occluded = guide.prepare_source(portrait, tracker, "occluded")
+    occluded = prepare_source(portrait, tracker, MediaPipeHeadModel(), GUIDE, "occluded")
     frames = GeometricGenerator(MediaPipeHeadModel(), occluded).render(
         _rotated(occluded.head, np.array([[0, 0, 0], [20, 5, 0]], float)))
     assert np.isfinite(frames).all() and frames.reshape(2, -1).mean(1).min() > 40
@@ -216,14 +217,15 @@ def test_geometric_options_are_checked():
 @pytest.mark.parametrize("camera", ["orthographic", "perspective"])
 def test_flame_head_reenacts_too(camera, tracker):
     """With FLAME (the shared partial model), only the face part of the head is re-rendered; the rest is warped."""
+    from magicportrait.heads import HeadModelConfig, head_model_from_config
     from magicportrait.heads.flame_head import FlameFitConfig
 
-    config = GuideConfig(size=SIZE, flame=str(PARTIAL_MODEL), show_progress=False,
-                         flame_fit=FlameFitConfig(camera=camera))
-    flame_guide = GuidePipeline(config)
-    flame_source = flame_guide.prepare_source(example_portrait(), tracker, "astronaut")
-    generator = GeometricGenerator(flame_guide.head_model, flame_source)
-    assert len(generator.renderer.faces) < len(flame_guide.head_model.faces)  # scalp, ears and neck are warped
+    head = HeadModelConfig(flame=str(PARTIAL_MODEL), fit=FlameFitConfig(camera=camera))
+    flame_model = head_model_from_config(head)
+    config = GuideConfig(size=SIZE, show_progress=False, head=head)
+    flame_source = prepare_source(example_portrait(), tracker, flame_model, config, "astronaut")
+    generator = GeometricGenerator(flame_model, flame_source)
+    assert len(generator.renderer.faces) < len(flame_model.faces)  # scalp, ears and neck are warped
     assert psnr(generator.render(flame_source.head)[0], flame_source.crop) >= 40
     frames = generator.render(_rotated(flame_source.head, np.array([[15.0, 0, 0], [-15.0, 5.0, 0]])))
     assert all(18 < psnr(frame, flame_source.crop) < 40 for frame in frames)  # moved, still the portrait

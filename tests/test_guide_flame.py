@@ -74,9 +74,9 @@ def test_flame_from_environment_and_missing_file(example, tmp_path, monkeypatch,
     assert "MAGICPORTRAIT_FLAME" in error and "nowhere.pkl" in error
     assert not (tmp_path / "out").exists()
     monkeypatch.setenv("MAGICPORTRAIT_FLAME", str(PARTIAL_MODEL))
-    from magicportrait.pipelines.guide import GuideConfig, head_model_from_config
+    from magicportrait.heads import HeadModelConfig, head_model_from_config
 
-    assert head_model_from_config(GuideConfig()).name == "flame"
+    assert head_model_from_config(HeadModelConfig()).name == "flame"
 
 
 def test_flame_fit_flags_are_prefixed():
@@ -87,6 +87,6 @@ def test_flame_fit_flags_are_prefixed():
     args = build_parser().parse_args(["guide", "--example", "-o", "x", "--chunk-size", "2", "--flame-chunk-size",
                                       "64", "--flame-camera", "perspective", "--flame", "model.pkl"])
     config = config_from_args(GuideConfig, args)
-    assert (config.chunk_size, config.flame_fit.chunk_size) == (2, 64)
-    assert config.flame_fit.camera == "perspective" and config.flame == "model.pkl"
+    assert (config.chunk_size, config.head.fit.chunk_size) == (2, 64)
+    assert config.head.fit.camera == "perspective" and config.head.flame == "model.pkl"
     assert config.tracker.max_faces == 4  # other nested configs keep their unprefixed flags and defaults

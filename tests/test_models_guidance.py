@@ -10,9 +10,10 @@ import torch
 from magicportrait.errors import CheckpointError
 from magicportrait.models.checkpoints import load_strict, read_state_dict
 from magicportrait.models.guidance_encoder import GuidanceEncoder
+from magicportrait.types import GUIDANCE_NAMES
 from shared_paths import MANIFEST, VECTORS
 
-GUIDANCE_TYPES = ("depth", "normal", "render")
+GUIDANCE_TYPES = GUIDANCE_NAMES
 GUIDANCE_TOLERANCE = 2e-5  # vectors README §6: recommended rel-L2 for gge_* and ref_latent
 VAE_TOLERANCE = 2e-5
 

@@ -16,7 +16,8 @@ import pytest
 from magicportrait.errors import InputError, NoFaceError
 from magicportrait.heads import MediaPipeHeadModel
 from magicportrait.pipelines.example import example_portrait
-from magicportrait.pipelines.guide import GuideConfig, GuidePipeline
+from magicportrait.pipelines.guide import GuideConfig
+from magicportrait.pipelines.stages import prepare_source
 from magicportrait.tracking import FaceTracker, TrackerConfig, landmark_bboxes, transform_points
 
 WIDTH, HEIGHT, HALF = 1100, 600, 550
@@ -104,9 +105,9 @@ def test_bad_face_index_is_an_input_error(tracker, two_faces):
 
 @pytest.mark.parametrize("face, expected_number", [(1, 1), (None, 0)])
 def test_prepare_source_crops_the_chosen_face(tracker, two_faces, caplog, face, expected_number):
-    pipeline = GuidePipeline(GuideConfig(size=256, face=face, show_progress=False), head_model=MediaPipeHeadModel())
-    with caplog.at_level(logging.INFO, logger="magicportrait.pipelines.guide"):
-        source = pipeline.prepare_source(two_faces, tracker, source_name="two.png")
+    config = GuideConfig(size=256, face=face, show_progress=False)
+    with caplog.at_level(logging.INFO, logger="magicportrait.pipelines.stages"):
+        source = prepare_source(two_faces, tracker, MediaPipeHeadModel(), config, source_name="two.png")
     chosen = tracker.find_faces(two_faces)[expected_number]
     box = landmark_bboxes(chosen)
     center = np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])

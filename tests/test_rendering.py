@@ -13,7 +13,6 @@ from magicportrait.rendering import (
     EDGE_EPS,
     SH_CONSTANTS,
     Fragments,
-    GuidanceMaps,
     GuidanceRenderer,
     camera_normals,
     depth_map,
@@ -28,6 +27,7 @@ from magicportrait.rendering import (
     vertex_normals,
 )
 from magicportrait.rendering.rasterizer import rasterize_foreground
+from magicportrait.types import GuidanceMaps
 
 # ------------------------------------------------------------------------------------------------- mesh helpers
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from magicportrait.geometry.mesh import boundary_loops
 from magicportrait.heads import MediaPipeHeadModel
 from magicportrait.heads.base import pose_vertices
 from magicportrait.rendering.texture_transfer import (
@@ -14,7 +15,6 @@ from magicportrait.rendering.texture_transfer import (
     TextureTransferRenderer,
     _perspective_weights,
     _projected_weights,
-    boundary_loops,
     mouth_cavity_faces,
     project_source_texture,
 )

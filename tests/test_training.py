@@ -215,8 +215,8 @@ def test_stage2_trains_only_motion_modules_and_loads_into_the_pipeline(workspace
     assert (output / "validation" / "step-000002.mp4").stat().st_size > 0
     assert np.isfinite(losses(output)[2])
 
+    from magicportrait.models.generation import GenerationConfig, GenerationPipeline
     from magicportrait.models.release import load_release, resolve_release_paths
-    from magicportrait.pipelines.generation import GenerationConfig, GenerationPipeline
 
     release = workspace / "release_from_training"
     shutil.copytree(workspace / "tiny_release", release)

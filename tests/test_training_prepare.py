@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 
 from magicportrait.errors import InputError
+from magicportrait.io.frames import frame_name, load_manifest
 from magicportrait.io.video import iter_frames, write_video
 from magicportrait.pipelines.example import write_example
 from magicportrait.training.prepare import (
     FRAME_FOLDERS,
     PrepareConfig,
     clip_name,
-    frame_name,
     laplacian_variance,
-    load_manifest,
     prepare_dataset,
 )
 from magicportrait.types import HeadTrack, Track

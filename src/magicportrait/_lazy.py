@@ -14,7 +14,8 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
     def __getattr__(name: str) -> Any:
         if name not in exports:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        module = exports[name] if "." in exports[name] else f"{package}.{exports[name]}"  # absolute, or a submodule
+        value = getattr(importlib.import_module(module), name)
         setattr(sys.modules[package], name, value)  # later look-ups skip __getattr__
         return value
 

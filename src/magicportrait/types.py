@@ -1,6 +1,11 @@
-"""Typed data objects that stages exchange, each saved as a plain ``.npz`` (arrays + a JSON ``meta`` string).
+"""The typed, frozen objects that cross stage boundaries, each saved as a plain ``.npz`` (arrays + a JSON ``meta``).
 
-No pickles: ``np.load(..., allow_pickle=False)`` reads every file written here.
+Tracking -> :class:`Track`; head fitting and alignment -> :class:`HeadTrack` / :class:`FlameTrack`; the portrait
+prepared for generation -> :class:`SourceFace` (with its :class:`RenderAppearance`); rendering ->
+:class:`GuidanceMaps`, whose map names are :data:`GUIDANCE_NAMES`. Each stage can run alone from these files.
+
+No pickles: ``np.load(..., allow_pickle=False)`` reads every file written here. The objects are frozen (their
+fields cannot be reassigned; use :func:`dataclasses.replace`); their arrays are not copied.
 """
 
 from __future__ import annotations
@@ -9,10 +14,18 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import torch
+
 SCHEMA_VERSION = 1
+GUIDANCE_NAMES = ("depth", "normal", "render")
+"""The guidance maps, in the order the official release lists its guidance encoders and folders."""
+NUM_LANDMARKS = 478
+"""MediaPipe's refined face mesh: 468 mesh points then 2 x 5 iris points."""
 
 
 def save_npz(path: str | os.PathLike, kind: str, arrays: dict[str, np.ndarray], meta: dict) -> Path:
@@ -21,6 +34,7 @@ def save_npz(path: str | os.PathLike, kind: str, arrays: dict[str, np.ndarray], 
 
     path = Path(path)
     meta = {"kind": kind, "schema_version": SCHEMA_VERSION, **meta}
+    arrays = {name: value for name, value in arrays.items() if value is not None}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
@@ -42,10 +56,22 @@ def load_npz(path: str | os.PathLike, kind: str | tuple[str, ...]) -> tuple[dict
     kinds = (kind,) if isinstance(kind, str) else kind
     if meta.get("kind") not in kinds:
         raise InputError(f"{path}: holds a {meta.get('kind')!r}, expected {' or '.join(map(repr, kinds))}.")
+    if meta.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+        raise InputError(f"{path}: written by a newer magicportrait (format {meta['schema_version']}, this one reads "
+                         f"{SCHEMA_VERSION}); upgrade magicportrait.")
     return arrays, meta
 
 
-@dataclass
+def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {f"{prefix}.{name}": value for name, value in arrays.items() if value is not None}
+
+
+def _unprefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    start = len(prefix) + 1
+    return {name[start:]: value for name, value in arrays.items() if name.startswith(prefix + ".")}
+
+
+@dataclass(frozen=True)
 class Track:
     """Per-frame 2D/3D face landmarks of one video (or one image, T=1), from :mod:`magicportrait.tracking`.
 
@@ -69,41 +95,51 @@ class Track:
 
     def __post_init__(self) -> None:
         if self.num_faces is None:
-            self.num_faces = self.detected.astype(np.int16)
+            object.__setattr__(self, "num_faces", self.detected.astype(np.int16))
+        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
 
     @property
     def num_frames(self) -> int:
         return int(self.landmarks.shape[0])
+
+    def select(self, index) -> Track:
+        """The frames picked by ``index`` (slice, int array or boolean mask)."""
+        return Track(landmarks=self.landmarks[index], boxes=self.boxes[index], detected=self.detected[index],
+                     num_faces=self.num_faces[index], fps=self.fps, image_size=self.image_size, source=self.source)
 
     @property
     def missing_frames(self) -> np.ndarray:
         """Indices of the frames whose landmarks were interpolated."""
         return np.flatnonzero(~self.detected)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
         arrays = {"landmarks": self.landmarks, "boxes": self.boxes, "detected": self.detected,
                   "num_faces": self.num_faces}
-        meta = {"fps": self.fps, "image_size": list(self.image_size), "source": self.source}
-        return save_npz(path, "Track", arrays, meta)
+        return arrays, {"fps": self.fps, "image_size": list(self.image_size), "source": self.source}
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Track:
-        arrays, meta = load_npz(path, "Track")
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> Track:
         return cls(landmarks=arrays["landmarks"], boxes=arrays["boxes"], detected=arrays["detected"].astype(bool),
                    num_faces=arrays["num_faces"], fps=float(meta["fps"]), image_size=tuple(meta["image_size"]),
                    source=meta.get("source", ""))
 
+    def save(self, path: str | os.PathLike) -> Path:
+        return save_npz(path, "Track", *self.to_arrays())
 
-@dataclass
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Track:
+        return cls.from_arrays(*load_npz(path, "Track"))
+
+
+@dataclass(frozen=True)
 class HeadTrack:
     """Per-frame parameters of a head model fitted to a :class:`Track` (the same layout for every head model).
 
     With the default orthographic camera (like the official release) the posed vertices are
     ``scale * rotate(rotation, model_vertices(identity, expression, joint_rotations)) + translation``, in image
-    space. With ``extras["camera"] == "perspective"`` (see :attr:`camera`), ``translation`` is the model origin
-    in camera space (model units; x right, y down, z away from the camera), ``scale`` is 1, and points are
-    projected with the focal length ``extras["focal_px"]`` about the image centre
-    (:func:`magicportrait.heads.base.project_to_image`).
+    space. With ``camera == "perspective"``, ``translation`` is the model origin in camera space (model units;
+    x right, y down, z away from the camera), ``scale`` is 1, and points are projected with the focal length
+    ``focal_px`` about the image centre (:func:`magicportrait.heads.base.project_to_image`).
 
     Attributes:
         model: name of the head model ("mediapipe" for the open default geometry, "flame").
@@ -116,6 +152,9 @@ class HeadTrack:
         image_size: (height, width) of the image space.
         fps: frames per second.
         residual: `(T,)` fitting residual (mean landmark distance, pixels).
+        camera: "orthographic" (default, like the official release) or "perspective".
+        focal_px: the perspective camera's focal length in pixels (None for the orthographic camera).
+        extras: other JSON-serialisable facts (fit options, alignment modes, provenance).
     """
 
     model: str
@@ -128,47 +167,67 @@ class HeadTrack:
     fps: float = 0.0
     joint_rotations: np.ndarray | None = None
     residual: np.ndarray | None = None
+    camera: str = "orthographic"
+    focal_px: float | None = None
     extras: dict = field(default_factory=dict)
 
     kind = "HeadTrack"  # the file's kind; subclasses name theirs
 
     def __post_init__(self) -> None:
+        from magicportrait.errors import InputError
+
         num_frames = self.rotation.shape[0]
         if self.joint_rotations is None:
-            self.joint_rotations = np.zeros((num_frames, 0, 3), np.float32)
+            object.__setattr__(self, "joint_rotations", np.zeros((num_frames, 0, 3), np.float32))
         if self.residual is None:
-            self.residual = np.zeros(num_frames, np.float32)
+            object.__setattr__(self, "residual", np.zeros(num_frames, np.float32))
+        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+        if self.camera not in CAMERAS:
+            raise InputError(f"camera must be one of {', '.join(CAMERAS)}, got {self.camera!r}.")
+        if self.camera == "perspective" and not (self.focal_px or 0) > 0:
+            raise InputError("a perspective head track needs a positive focal_px.")
 
     @property
     def num_frames(self) -> int:
         return int(self.rotation.shape[0])
 
-    @property
-    def camera(self) -> str:
-        """"orthographic" (default, like the official release) or "perspective"."""
-        return self.extras.get("camera", "orthographic")
-
     def select(self, index) -> HeadTrack:
         """A track of the same class with the frames picked by ``index`` (slice, int array or boolean mask)."""
-        per_frame = {f.name: getattr(self, f.name)[index] for f in fields(self)
-                     if f.name in ("expression", "rotation", "scale", "translation", "joint_rotations", "residual")}
-        return type(self)(model=self.model, identity=self.identity, image_size=self.image_size, fps=self.fps,
-                          extras=dict(self.extras), **per_frame)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update({name: values[name][index] for name in PER_FRAME_FIELDS})
+        values["extras"] = dict(self.extras)
+        return type(self)(**values)
+
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
+        arrays = {name: getattr(self, name) for name in ("identity", *PER_FRAME_FIELDS)}
+        meta = {"model": self.model, "image_size": list(self.image_size), "fps": self.fps, "camera": self.camera,
+                "focal_px": self.focal_px, "extras": self.extras, "track_kind": self.kind}
+        return arrays, meta
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> HeadTrack:
+        """The track of the class the file names (a FlameTrack file read by ``HeadTrack`` is a FlameTrack)."""
+        kind = meta.get("track_kind", meta.get("kind"))
+        track_class = next((sub for sub in (cls, *_subclasses(cls)) if sub.kind == kind), cls)
+        extras = dict(meta.get("extras", {}))
+        camera = meta.get("camera", extras.pop("camera", "orthographic"))  # files of format 1 kept it in extras
+        focal_px = meta.get("focal_px", extras.pop("focal_px", None))
+        return track_class(model=meta["model"], image_size=tuple(meta["image_size"]), fps=float(meta["fps"]),
+                           camera=camera, focal_px=None if focal_px is None else float(focal_px), extras=extras,
+                           **{name: arrays[name] for name in ("identity", *PER_FRAME_FIELDS) if name in arrays})
 
     def save(self, path: str | os.PathLike) -> Path:
-        arrays = {name: getattr(self, name) for name in ("identity", "expression", "rotation", "scale", "translation",
-                                                          "joint_rotations", "residual")}
-        meta = {"model": self.model, "image_size": list(self.image_size), "fps": self.fps, "extras": self.extras}
-        return save_npz(path, self.kind, arrays, meta)
+        return save_npz(path, self.kind, *self.to_arrays())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> HeadTrack:
         """Read a file written by :meth:`save`; ``HeadTrack.load`` also reads a FlameTrack file (as a FlameTrack)."""
         kinds = tuple(sub.kind for sub in (cls, *_subclasses(cls)))
-        arrays, meta = load_npz(path, kinds)
-        track_class = next(sub for sub in (cls, *_subclasses(cls)) if sub.kind == meta["kind"])
-        return track_class(model=meta["model"], image_size=tuple(meta["image_size"]), fps=float(meta["fps"]),
-                           extras=meta.get("extras", {}), **arrays)
+        return cls.from_arrays(*load_npz(path, kinds))
+
+
+CAMERAS = ("orthographic", "perspective")
+PER_FRAME_FIELDS = ("expression", "rotation", "scale", "translation", "joint_rotations", "residual")
 
 
 def _subclasses(cls: type) -> list[type]:
@@ -181,7 +240,7 @@ def _subclasses(cls: type) -> list[type]:
 _FLAME_FRAME = np.array([1.0, -1.0, -1.0], np.float32)  # model frame <-> FLAME frame: a rotation by pi about x
 
 
-@dataclass
+@dataclass(frozen=True)
 class FlameTrack(HeadTrack):
     """A :class:`HeadTrack` of FLAME parameters, with accessors in FLAME's own conventions.
 
@@ -219,3 +278,166 @@ class FlameTrack(HeadTrack):
     def eye_pose(self) -> np.ndarray:
         """`(T, 6)` left then right eye rotations."""
         return np.concatenate([self._joint(2), self._joint(3)], axis=1)
+
+
+@dataclass(frozen=True)
+class RenderAppearance:
+    """How the 'render' map is coloured: 9x3 SH light and an albedo (per vertex, or a UV texture).
+
+    Attributes:
+        sh_light: `(9, 3)` float32 SH coefficients (:mod:`magicportrait.rendering.shading` convention).
+        vertex_albedo: `(V, 3)` float32 in [0, 1], or None when a texture is used.
+        texture: `(Ht, Wt, 3)` float32 RGB in [0, 1] (with ``uv`` and ``uv_faces``).
+        uv: `(Nvt, 2)` texel pixel coordinates (u right, v down) of the unwelded vertices.
+        uv_faces: `(F, 3)` faces indexing the unwelded vertices, in the order of the mesh's faces.
+        vertex_map: `(Nvt,)` the mesh vertex of each unwelded vertex (render ``vertices[:, vertex_map]`` with
+            ``uv_faces`` to draw the texture with a plain renderer directly).
+        texture_coefficients: `(K,)` fitted texture-space coefficients (information only).
+    """
+
+    sh_light: np.ndarray
+    vertex_albedo: np.ndarray | None = None
+    texture: np.ndarray | None = None
+    uv: np.ndarray | None = None
+    uv_faces: np.ndarray | None = None
+    vertex_map: np.ndarray | None = None
+    texture_coefficients: np.ndarray | None = None
+
+    _DTYPES = {"sh_light": np.float32, "vertex_albedo": np.float32, "texture": np.float32, "uv": np.float32,
+               "uv_faces": np.int64, "vertex_map": np.int64, "texture_coefficients": np.float32}
+
+    def __post_init__(self) -> None:
+        from magicportrait.errors import InputError
+
+        for name, dtype in self._DTYPES.items():
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, np.asarray(getattr(self, name), dtype))
+        if self.sh_light.shape != (9, 3):
+            raise InputError(f"sh_light must have shape (9, 3), got {self.sh_light.shape}.")
+        if self.texture is not None:
+            if self.uv is None or self.uv_faces is None:
+                raise InputError("a texture appearance needs uv and uv_faces.")
+            if self.texture.ndim != 3 or self.texture.shape[2] != 3:
+                raise InputError(f"texture must have shape (Ht, Wt, 3), got {self.texture.shape}.")
+            if self.uv.ndim != 2 or self.uv.shape[1] != 2 or self.uv_faces.ndim != 2 or self.uv_faces.shape[1] != 3:
+                raise InputError(f"uv must be (Nvt, 2) and uv_faces (F, 3), got {self.uv.shape}, "
+                                 f"{self.uv_faces.shape}.")
+        elif self.vertex_albedo is not None:
+            if self.vertex_albedo.ndim != 2 or self.vertex_albedo.shape[1] != 3:
+                raise InputError(f"vertex_albedo must have shape (V, 3), got {self.vertex_albedo.shape}.")
+
+    @property
+    def textured(self) -> bool:
+        return self.texture is not None
+
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
+        return {name: getattr(self, name) for name in self._DTYPES}, {"textured": self.textured}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict | None = None) -> RenderAppearance:
+        from magicportrait.errors import InputError
+
+        if "sh_light" not in arrays:
+            raise InputError("a RenderAppearance without sh_light.")
+        return cls(**{name: arrays.get(name) for name in cls._DTYPES})
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return save_npz(path, "RenderAppearance", *self.to_arrays())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RenderAppearance:
+        return cls.from_arrays(load_npz(path, "RenderAppearance")[0])
+
+
+@dataclass(frozen=True)
+class SourceFace:
+    """The source portrait prepared for generation: its square face crop, the crop's matrix, and its track and
+    fitted head in crop space (T=1), plus how the render map is coloured.
+
+    Attributes:
+        crop: `(size, size, 3)` uint8 RGB.
+        crop_matrix: `(2, 3)` original image -> crop pixels (OpenCV convention).
+        track: the portrait's :class:`Track` in crop space.
+        head: its fitted :class:`HeadTrack` in crop space.
+        appearance: the render map's albedo and light (FLAME); None: the crop itself is the texture.
+        image_digest: SHA-256 of the portrait's pixels, so saved motion can be checked against its portrait.
+    """
+
+    crop: np.ndarray
+    crop_matrix: np.ndarray
+    track: Track
+    head: HeadTrack
+    appearance: RenderAppearance | None = None
+    image_digest: str = ""
+
+    @property
+    def size(self) -> int:
+        return int(self.crop.shape[0])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        track, track_meta = self.track.to_arrays()
+        head, head_meta = self.head.to_arrays()
+        arrays = {"crop": self.crop, "crop_matrix": self.crop_matrix, **_prefixed(track, "track"),
+                  **_prefixed(head, "head")}
+        meta = {"track": track_meta, "head": head_meta, "image_digest": self.image_digest}
+        if self.appearance is not None:
+            arrays.update(_prefixed(self.appearance.to_arrays()[0], "appearance"))
+        return save_npz(path, "SourceFace", arrays, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SourceFace:
+        arrays, meta = load_npz(path, "SourceFace")
+        appearance = _unprefixed(arrays, "appearance")
+        return cls(crop=arrays["crop"], crop_matrix=arrays["crop_matrix"],
+                   track=Track.from_arrays(_unprefixed(arrays, "track"), meta["track"]),
+                   head=HeadTrack.from_arrays(_unprefixed(arrays, "head"), meta["head"]),
+                   appearance=RenderAppearance.from_arrays(appearance) if appearance else None,
+                   image_digest=meta.get("image_digest", ""))
+
+
+@dataclass(frozen=True)
+class GuidanceMaps:
+    """The three guidance maps of a batch of N frames (torch tensors on the renderer's device).
+
+    Attributes:
+        depth: `(N, H, W)` float in [0, 1]: 1 at the nearest vertex of the mesh, 0 at the farthest, 0 background.
+        normal: `(N, H, W, 3)` float in [0, 1]: camera-space normal (x right, y up, z to the camera) clamped.
+        render: `(N, H, W, 3)` float in [0, 1]: albedo times SH shading, RGB.
+        mask: `(N, H, W)` bool: pixels covered by the mesh.
+    """
+
+    depth: torch.Tensor
+    normal: torch.Tensor
+    render: torch.Tensor
+    mask: torch.Tensor
+
+    def to_uint8(self) -> dict[str, np.ndarray]:
+        """``{'depth', 'normal', 'render'}`` as `(N, H, W, 3)` uint8 RGB numpy arrays (depth replicated)."""
+        depth = quantize_unit(self.depth).cpu().numpy()
+        return {"depth": np.repeat(depth[..., None], 3, axis=-1), "normal": quantize_unit(self.normal).cpu().numpy(),
+                "render": quantize_unit(self.render).cpu().numpy()}
+
+    def __len__(self) -> int:
+        return int(self.depth.shape[0])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """The maps as uint8 (as they are written to videos and PNGs) and the mask."""
+        arrays = {**self.to_uint8(), "mask": self.mask.cpu().numpy()}
+        return save_npz(path, "GuidanceMaps", arrays, {"names": list(GUIDANCE_NAMES)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> GuidanceMaps:
+        import torch
+
+        arrays, _ = load_npz(path, "GuidanceMaps")
+        return cls(depth=torch.from_numpy(arrays["depth"][..., 0] / np.float32(255.0)),
+                   normal=torch.from_numpy(arrays["normal"] / np.float32(255.0)),
+                   render=torch.from_numpy(arrays["render"] / np.float32(255.0)),
+                   mask=torch.from_numpy(arrays["mask"]))
+
+
+def quantize_unit(values: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats -> uint8 (rounded, clamped): the one quantisation of every guidance map."""
+    import torch
+
+    return (values.detach().float().clamp(0, 1) * 255.0).round_().to(torch.uint8)

@@ -17,7 +17,7 @@ Driving parameters are smoothed over time before the transfer (``smoothing`` 0 =
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -62,11 +62,10 @@ def smooth_head_track(head: HeadTrack, strength: float, method: str = "savgol") 
     if joints.shape[1]:
         joints = np.stack([smooth_rotations(joints[:, j], method=method, strength=strength, fps=fps)
                            for j in range(joints.shape[1])], axis=1).astype(np.float32)
-    return HeadTrack(
-        model=head.model, identity=head.identity, image_size=head.image_size, fps=head.fps,
-        expression=smoothed(head.expression), scale=smoothed(head.scale), translation=smoothed(head.translation),
+    return replace(
+        head, expression=smoothed(head.expression), scale=smoothed(head.scale), translation=smoothed(head.translation),
         rotation=smooth_rotations(head.rotation, method=method, strength=strength, fps=fps).astype(np.float32),
-        joint_rotations=joints, residual=head.residual, extras=dict(head.extras),
+        joint_rotations=joints, extras=dict(head.extras),
     )
 
 
@@ -118,6 +117,8 @@ def align_to_source(source: HeadTrack, driving: HeadTrack, config: AlignmentConf
         joint_rotations=joints.astype(np.float32),
         image_size=source.image_size,
         fps=driving.fps,
+        camera=source.camera,
+        focal_px=source.focal_px,
         extras={**source.extras, "pose_mode": config.pose_mode, "expression_mode": config.expression_mode,
                 "smoothing": config.smoothing},
     )

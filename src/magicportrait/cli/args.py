@@ -18,26 +18,29 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, skip: tuple[str, ...] = (),
-                         prefix: str = "") -> None:
+                         prefix: str = "", defaults: Any = None) -> None:
     """Add ``--field-name`` for every field with help metadata; nested configs are flattened, shared names merged.
 
     A nested config field with ``metadata["prefix"]`` (e.g. ``"flame_"``) gets prefixed flags
-    (``--flame-chunk-size``), so its names cannot clash with the outer config's.
+    (``--flame-chunk-size``), so its names cannot clash with the outer config's. Defaults are those of a default
+    instance, so an outer config can change a nested one's defaults (``field(default_factory=...)``).
     """
     hints = typing.get_type_hints(config_class)
+    defaults = config_class() if defaults is None else defaults
     for item in dataclasses.fields(config_class):
         if item.name in skip:
             continue
         annotation, _ = _unwrap_optional(hints[item.name])
         if dataclasses.is_dataclass(annotation):
-            add_config_arguments(parser, annotation, skip, prefix + item.metadata.get("prefix", ""))
+            add_config_arguments(parser, annotation, skip, prefix + item.metadata.get("prefix", ""),
+                                 getattr(defaults, item.name))
             continue
         if "help" not in item.metadata:
             continue
         flag = "--" + (prefix + item.name).replace("_", "-")
         if flag in parser._option_string_actions:  # a field shared by two configs (e.g. show_progress): one flag
             continue
-        default = item.default
+        default = getattr(defaults, item.name)
         if annotation is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
                                 help=item.metadata["help"])

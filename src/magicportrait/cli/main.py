@@ -17,6 +17,8 @@ from magicportrait.cli.args import add_config_arguments, config_from_args
 from magicportrait.errors import MagicPortraitError
 
 logger = logging.getLogger("magicportrait")
+# generate runs the diffusion generator alone: the tracking, alignment and paste-back options do nothing there.
+GENERATE_SKIPS = ("backend", "paste_back", "max_output_size", "guide", "geometric")
 
 
 def _guide(args: argparse.Namespace) -> None:
@@ -24,7 +26,7 @@ def _guide(args: argparse.Namespace) -> None:
 
     source, driving = _inputs(args)
     config = config_from_args(GuideConfig, args)
-    result = GuidePipeline(config).run(source, driving, args.output)
+    result = GuidePipeline(config).run(source, driving, args.output, motion=args.motion)
     model = "FLAME" if result.head_model == "flame" else "the open face geometry (no FLAME file given)"
     print(f"Wrote {result.num_frames} frames of depth/normal/render guidance at {result.fps:g} fps to "
           f"{result.output_dir}/ using {model}")
@@ -39,20 +41,33 @@ def _animate(args: argparse.Namespace) -> None:
 
     source, driving = _inputs(args)
     config = config_from_args(AnimateConfig, args)
-    _reenact(config, source, driving, args.output)
+    _reenact(config, source, driving, args.output, motion=args.motion)
 
 
-def _reenact(config, source: str, driving: str, output: str) -> None:
+def _reenact(config, source: str, driving: str | None, output: str, motion: str | None = None) -> None:
     from magicportrait.pipelines.animate import load_pipeline
 
     backend = config.resolved_backend()
     print(f"Generator: {backend}" + ("" if backend == "diffusion" else
                                      " (no weights needed; give --weights DIR for the diffusion model)"))
-    result = load_pipeline(config).run(source, driving, output)
+    _print_result(load_pipeline(config).run(source, driving, output, motion=motion))
+
+
+def _print_result(result) -> None:
     print(f"Wrote {result.num_frames} frames at {result.fps:g} fps with the {result.backend} generator to "
           f"{result.output_dir}/")
     for name, path in result.files.items():
         print(f"  {name:12s} {path}")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from magicportrait.pipelines.animate import AnimateConfig, MagicPortraitPipeline
+
+    config = replace(config_from_args(AnimateConfig, args), backend="diffusion")
+    pipeline = MagicPortraitPipeline.from_pretrained(config=config)
+    _print_result(pipeline.generate(args.reference, args.guidance, args.output, fps=args.fps))
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -60,7 +75,7 @@ def _demo(args: argparse.Namespace) -> None:
 
     config = config_from_args(AnimateConfig, args)
     source, driving = _inputs(argparse.Namespace(source=None, driving=None, example=True, output=args.output,
-                                                 command="demo"))
+                                                 command="demo", motion=None))
     _reenact(config, source, driving, args.output)
 
 
@@ -87,7 +102,8 @@ def _benchmark(args: argparse.Namespace) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from magicportrait.training.prepare import PrepareConfig, load_manifest, prepare_dataset
+    from magicportrait.io.frames import load_manifest
+    from magicportrait.training.prepare import PrepareConfig, prepare_dataset
 
     manifest_path = prepare_dataset(args.videos, args.output, config_from_args(PrepareConfig, args))
     manifest = load_manifest(manifest_path.parent)
@@ -113,8 +129,9 @@ def _inputs(args: argparse.Namespace) -> tuple[str, str]:
 
         logger.info("Writing the bundled example into %s", Path(args.output) / "example")
         source, driving = write_example(Path(args.output) / "example")
-    if source is None or driving is None:
-        raise MagicPortraitError(f"{args.command} needs --source IMAGE and --driving VIDEO (or --example).")
+    if source is None or (driving is None and args.motion is None):
+        raise MagicPortraitError(f"{args.command} needs --source IMAGE and --driving VIDEO (or --motion "
+                                 "aligned_head.npz, or --example).")
     return source, driving
 
 
@@ -151,6 +168,9 @@ def _example(args: argparse.Namespace) -> None:
 def _add_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", "-s", help="Portrait image (jpg/png/webp).")
     parser.add_argument("--driving", "-d", help="Driving video (mp4/mov/webm/avi/mkv).")
+    parser.add_argument("--motion", "-m", help="A saved aligned head track (aligned_head.npz of an earlier guide / "
+                        "animate run of this portrait, possibly edited) to use instead of tracking --driving; "
+                        "--driving is then optional (its audio and face crops are used when given).")
     parser.add_argument("--example", action="store_true", help="Use the bundled example portrait and video.")
     parser.add_argument("--output", "-o", required=True, help="Output folder.")
 
@@ -177,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inputs(animate)
     add_config_arguments(animate, AnimateConfig)
     animate.set_defaults(handler=_animate)
+
+    generate = commands.add_parser("generate", help="The diffusion generator alone on a guidance folder (guide's "
+                                   "output, or the official release's transfers/<name>/ with depth/ normal/ "
+                                   "render/): writes result.mp4 and grid.mp4.")
+    generate.add_argument("--guidance", "-g", required=True, help="Folder with depth/ normal/ render/ PNG frames.")
+    generate.add_argument("--reference", "-r", help="Reference portrait crop (default: the folder's source.png).")
+    generate.add_argument("--fps", type=float, default=None, help="Frame rate of the result (default: the folder's "
+                          "aligned_head.npz, else 24 like the official release).")
+    generate.add_argument("--output", "-o", required=True, help="Output folder.")
+    add_config_arguments(generate, AnimateConfig, skip=GENERATE_SKIPS)
+    generate.set_defaults(handler=_generate)
 
     track = commands.add_parser("track", help="Track the face in a video (or image) and save a Track .npz.")
     track.add_argument("input", help="Video or image file.")

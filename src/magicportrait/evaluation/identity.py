@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from magicportrait.errors import CheckpointError, DependencyError, InputError, NoFaceError
+from magicportrait.types import NUM_LANDMARKS
 
 __all__ = ["ARCFACE_TEMPLATE", "ArcFaceOnnxEmbedder", "DlibFaceEmbedder", "DlibFaceResNet", "FaceEmbedder",
            "arcface_points", "csim", "dlib_box_from_landmarks", "embed_frames", "identity_similarity",
@@ -65,7 +66,6 @@ RIGHT_EYE_CORNERS = (362, 263)
 LEFT_IRIS, RIGHT_IRIS = 468, 473
 NOSE_TIP = 1
 MOUTH_CORNERS = (61, 291)
-NUM_LANDMARKS = 478
 # insightface's ``arcface_dst``: eye centres, nose tip and mouth corners in the 112x112 crop (OpenCV pixel centres).
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                              [41.5493, 92.3655], [70.7299, 92.2041]])

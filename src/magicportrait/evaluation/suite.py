@@ -20,6 +20,7 @@ import numpy as np
 
 from magicportrait.config import option
 from magicportrait.errors import InputError
+from magicportrait.heads.factory import HeadModelConfig, head_model_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,6 @@ class EvaluationConfig:
 
     metrics: str = option("all", f"Comma-separated metrics to compute (default all that apply): "
                                  f"{', '.join(ALL_METRICS)}.")
-    flame: str | None = option(None, "FLAME model file: motion metrics on FLAME parameters (default: "
-                                     "$MAGICPORTRAIT_FLAME, else the open face geometry).")
     pose: Literal["absolute", "relative"] = option("absolute", "APD/P-RMSE on absolute head rotations (the paper) "
                                                                "or on rotations relative to each video's first "
                                                                "frame.")
@@ -54,6 +53,7 @@ class EvaluationConfig:
     device: str = option("cpu", "Torch device for the networks.")
     write_plots: bool = option(True, "Write per-frame plots (PNG) of the metrics that vary over time.")
     show_progress: bool = option(True, "Show progress bars.")
+    head: HeadModelConfig = field(default_factory=HeadModelConfig)  # FLAME: motion metrics on FLAME parameters
 
     def __post_init__(self) -> None:
         self.selected()  # fail early on an unknown name
@@ -239,9 +239,7 @@ class Evaluator:
         return tracks
 
     def _head_model(self):
-        from magicportrait.pipelines.guide import GuideConfig, head_model_from_config
-
-        return self._network("head_model", lambda: head_model_from_config(GuideConfig(flame=self.config.flame)))
+        return self._network("head_model", lambda: head_model_from_config(self.config.head))
 
     # ------------------------------------------------------------------------------------------- metrics
     def _identity(self, inputs, tracks, wanted, values, per_frame) -> None:

@@ -1,9 +1,12 @@
 """Head models behind one interface (:class:`HeadModel`): the open MediaPipe geometry and FLAME.
 
-FLAME (:mod:`magicportrait.heads.flame_head`) imports lazily: it needs the user's FLAME file.
+:func:`head_model_from_config` picks one from a :class:`HeadModelConfig`. FLAME loads only when configured: it
+needs the user's FLAME file.
 """
 
 from magicportrait.heads.base import HeadModel, focal_length_px, pose_vertices, project_to_image
+from magicportrait.heads.factory import HeadModelConfig, head_model_from_config
 from magicportrait.heads.mediapipe_mesh import MediaPipeHeadModel
 
-__all__ = ["HeadModel", "MediaPipeHeadModel", "focal_length_px", "pose_vertices", "project_to_image"]
+__all__ = ["HeadModel", "HeadModelConfig", "MediaPipeHeadModel", "focal_length_px", "head_model_from_config",
+           "pose_vertices", "project_to_image"]

@@ -64,7 +64,7 @@ def project_to_image(vertices: np.ndarray, head: HeadTrack) -> np.ndarray:
     if head.camera != "perspective":
         raise ValueError(f"Unknown camera {head.camera!r}; expected 'orthographic' or 'perspective'.")
     camera_points = pose_vertices(vertices, head.rotation, np.ones(head.num_frames), head.translation)
-    return perspective_image_points(camera_points, float(head.extras["focal_px"]), head.image_size,
+    return perspective_image_points(camera_points, float(head.focal_px), head.image_size,
                                     np.asarray(head.translation)[:, 2])
 
 

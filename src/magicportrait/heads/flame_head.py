@@ -40,14 +40,13 @@ from magicportrait.heads.base import HeadModel, focal_length_px
 from magicportrait.heads.embedding import load_flame_mediapipe_embedding, vertices_to_landmarks
 from magicportrait.heads.flame import FlameModel, flame_to_model_frame
 from magicportrait.heads.lbs import batch_rigid_transform, batch_rodrigues, pose_feature
-from magicportrait.types import FlameTrack, Track
+from magicportrait.types import NUM_LANDMARKS, FlameTrack, Track
 
 __all__ = ["FlameFitConfig", "FlameHeadModel", "METRES_TO_MODEL_UNITS", "NUM_JOINT_ROTATIONS",
            "rotation_error_degrees"]
 
 METRES_TO_MODEL_UNITS = 100.0  # FLAME metres -> model-frame centimetres
 NUM_JOINT_ROTATIONS = 4  # neck, jaw, left eye, right eye
-NUM_LANDMARKS = 478
 IRIS = slice(468, 478)
 _FLIP = np.array([1.0, -1.0, -1.0])  # FLAME frame <-> model frame (a rotation by pi about x; its own inverse)
 
@@ -161,7 +160,7 @@ class FlameHeadModel(HeadModel):
 
     def mouth_loop(self) -> np.ndarray:
         """FLAME's mouth opening: the mesh boundary loop nearest the inner-lip landmarks, from the right corner."""
-        from magicportrait.rendering.texture_transfer import boundary_loops
+        from magicportrait.geometry.mesh import boundary_loops
 
         rest = self.rest_vertices()
         centre = self.landmarks(rest[None])[0, [13, 14]].mean(0)  # MediaPipe's inner upper / lower lip midpoints
@@ -169,7 +168,7 @@ class FlameHeadModel(HeadModel):
         return np.roll(loop, -int(np.argmin(rest[loop, 0])))
 
     def mirror_vertices(self) -> np.ndarray:
-        from magicportrait.rendering.appearance import mirror_vertices
+        from magicportrait.geometry.mesh import mirror_vertices
 
         return mirror_vertices(self.rest_vertices(), self.faces)
 
@@ -210,9 +209,6 @@ class FlameHeadModel(HeadModel):
         merged = {key: np.concatenate([r[key] for r in results]) for key in results[0] if key != "identity"}
         if config.camera == "perspective":
             merged["scale"], merged["translation"] = merged["camera_scale"], merged["camera_translation"]
-        extras = {"units": "cm", "camera": config.camera, "fit_neck": config.fit_neck}
-        if config.camera == "perspective":
-            extras["focal_px"] = self._focal_px(track.image_size)
         return FlameTrack(
             model=self.name,
             identity=identity.astype(np.float32),
@@ -224,7 +220,9 @@ class FlameHeadModel(HeadModel):
             image_size=track.image_size,
             fps=track.fps,
             residual=merged["residual"].astype(np.float32),
-            extras=extras,
+            camera=config.camera,
+            focal_px=self._focal_px(track.image_size) if config.camera == "perspective" else None,
+            extras={"units": "cm", "fit_neck": config.fit_neck},
         )
 
     def _focal_px(self, image_size: tuple[int, int]) -> float:

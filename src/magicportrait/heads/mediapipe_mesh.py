@@ -26,7 +26,6 @@ from magicportrait.heads.mediapipe_topology import (
     INNER_LIP_LOOP,
     IRIS_POINTS,
     LEFT_EYE_LOOP,
-    NUM_LANDMARKS,
     RIGHT_EYE_LOOP,
     face_normals_z,
     landmark_groups,
@@ -34,7 +33,11 @@ from magicportrait.heads.mediapipe_topology import (
     orient_like,
     strip_triangles,
 )
-from magicportrait.types import HeadTrack, Track
+from magicportrait.types import (
+    NUM_LANDMARKS,  # noqa: I001 - placed by hand below
+    HeadTrack,
+    Track,
+)
 
 MOVING_PART_WEIGHT = 0.05  # lips, eyes, eyebrows
 LOWER_FACE_WEIGHT = 0.2  # below the nose: moves with the jaw

@@ -17,7 +17,6 @@ import numpy as np
 from magicportrait.errors import DependencyError
 
 NUM_MESH_POINTS = 468
-NUM_LANDMARKS = 478  # 468 mesh points + 2 x 5 iris points (refined landmarks)
 IRIS_POINTS = tuple(range(468, 478))
 
 

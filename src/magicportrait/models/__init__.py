@@ -9,6 +9,8 @@ from __future__ import annotations
 from magicportrait._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "GenerationConfig": "generation",
+    "GenerationPipeline": "generation",
     "GuidanceEncoder": "guidance_encoder",
     "UNet3DConditionModel": "unet_3d",
     "ReferenceUNet2DConditionModel": "reference_unet",

@@ -23,12 +23,13 @@ from pathlib import Path
 import torch
 
 from magicportrait.errors import CheckpointError
+from magicportrait.io.assets import GET_WEIGHTS, MOTION_MODULE, SD15, VAE, WEIGHTS, resolve_asset
+from magicportrait.types import GUIDANCE_NAMES
 
 __all__ = ["DEFAULT_PROMPT", "OFFICIAL_MOTION_MODULE_KWARGS", "ReleasePaths", "SD15_UNET_CONFIG", "encode_prompt",
            "is_saved_release", "load_release", "load_saved_release", "resolve_release_paths", "save_release"]
 
 DEFAULT_PROMPT = "A close up of a person."  # the official release's fixed prompt
-WEIGHTS_ENV, SD15_ENV, VAE_ENV = "MAGICPORTRAIT_WEIGHTS", "MAGICPORTRAIT_SD15", "MAGICPORTRAIT_VAE"
 SD15_UNET_CONFIG: dict = {
     "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
     "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False, "cross_attention_dim": 768,
@@ -47,11 +48,6 @@ OFFICIAL_MOTION_MODULE_KWARGS = {"num_attention_heads": 8, "num_transformer_bloc
 """``unet_additional_kwargs.motion_module_kwargs`` of the official inference config (AnimateDiff v2 layout)."""
 
 SAVED_MARKER = "magicportrait_release.json"  # our own format (safetensors + configs), see save_release
-GET_WEIGHTS = ("Get them on a machine with internet: `huggingface-cli download mengtingwei/MagicPortrait "
-               "--local-dir pretrained`, copy `pretrained/` here and pass `--weights pretrained` (or set "
-               f"${WEIGHTS_ENV}). See the README, 'Diffusion weights'.")
-
-
 @dataclass(frozen=True)
 class ReleasePaths:
     ckpts: Path
@@ -60,26 +56,19 @@ class ReleasePaths:
     motion_module: Path
 
 
-def _env_path(value: str | os.PathLike | None, env: str) -> Path | None:
-    value = value or os.environ.get(env) or None
-    return Path(value).expanduser() if value is not None else None
-
-
 def resolve_release_paths(weights: str | os.PathLike | None = None, sd15: str | os.PathLike | None = None,
                           vae: str | os.PathLike | None = None,
                           motion_module: str | os.PathLike | None = None) -> ReleasePaths:
     """Locate the release's files; raise one :class:`CheckpointError` listing everything that is missing."""
     from magicportrait.models.checkpoints import find_official_checkpoints
 
-    root = _env_path(weights, WEIGHTS_ENV)
+    root = resolve_asset(WEIGHTS, weights)
     if root is None:
         raise CheckpointError(f"No diffusion weights given. MagicPortrait's generator needs the released "
                               f"checkpoints, Stable Diffusion 1.5 and sd-vae-ft-mse. {GET_WEIGHTS}")
-    if not root.is_dir():
-        raise CheckpointError(f"Weights folder {root} does not exist. {GET_WEIGHTS}")
     ckpts = root / "ckpts" if (root / "ckpts").is_dir() else root
-    sd15_dir = _env_path(sd15, SD15_ENV) or _first_dir(root, "stable-diffusion-v1-5", "sd15", "sd-v1-5")
-    vae_dir = _env_path(vae, VAE_ENV) or _first_dir(root, "sd-vae-ft-mse", "vae")
+    sd15_dir = resolve_asset(SD15, sd15) or _first_dir(root, "stable-diffusion-v1-5", "sd15", "sd-v1-5")
+    vae_dir = resolve_asset(VAE, vae) or _first_dir(root, "sd-vae-ft-mse", "vae")
     problems = []
     try:
         found = find_official_checkpoints(ckpts)
@@ -95,9 +84,11 @@ def resolve_release_paths(weights: str | os.PathLike | None = None, sd15: str | 
     if vae_dir is None or not (vae_dir / "config.json").is_file():
         problems.append(f"VAE folder sd-vae-ft-mse with config.json not found "
                         f"(looked for {vae_dir or root / 'sd-vae-ft-mse'}; pass --vae DIR).")
-    motion = _env_path(motion_module, "MAGICPORTRAIT_MOTION_MODULE") or found.get("motion_module")
-    if motion is not None and not motion.is_file():
-        problems.append(f"Motion module file {motion} does not exist.")
+    try:
+        motion = resolve_asset(MOTION_MODULE, motion_module) or found.get("motion_module")
+    except CheckpointError as error:
+        problems.append(str(error))
+        motion = None
     if problems:
         raise CheckpointError("The diffusion weights are incomplete:\n  - " + "\n  - ".join(problems) +
                               f"\n{GET_WEIGHTS}")
@@ -148,7 +139,7 @@ def load_release(paths: ReleasePaths, device: str | torch.device = "cpu", dtype:
                 str(paths.ckpts / "reference_unet.pth"))
     width = int(unet_config["block_out_channels"][0])
     encoders = {}
-    for name in ("depth", "normal", "render"):
+    for name in GUIDANCE_NAMES:
         path = paths.ckpts / f"guidance_encoder_{name}.pth"
         state = read_state_dict(path)
         blocks = _guidance_blocks(state, path)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from magicportrait.models.release import SD15_UNET_CONFIG
+from magicportrait.types import GUIDANCE_NAMES
 
 __all__ = ["TINY_UNET_CONFIG", "randomize_", "write_tiny_release", "write_tiny_tokenizer"]
 
@@ -83,7 +84,7 @@ def write_tiny_release(directory: str | Path, seed: int = 0) -> Path:
     torch.save({k: v for k, v in state.items() if "motion_modules." in k}, ckpts / "motion_module.pth")
     reference = randomize_(ReferenceUNet2DConditionModel.from_unet2d_config(dict(TINY_UNET_CONFIG)), generator)
     torch.save(reference.state_dict(), ckpts / "reference_unet.pth")
-    for name in ("depth", "normal", "render"):
+    for name in GUIDANCE_NAMES:
         encoder = randomize_(GuidanceEncoder(**TINY_GUIDANCE_ENCODER), generator)
         torch.save(encoder.state_dict(), ckpts / f"guidance_encoder_{name}.pth")
 

@@ -1,11 +1,15 @@
 """``magicportrait animate``: portrait + driving video -> reenacted video, with one of two generators.
 
-- ``diffusion`` (the paper's model; needs the released weights): the guidance stage
-  (:mod:`magicportrait.pipelines.guide`: tracking, head fit, Structured Face Alignment, depth / normal / render maps
-  written to ``guidance/``) -> the diffusion generator (:mod:`magicportrait.pipelines.generation`, reading the maps
-  back frame-exactly from their PNGs, window by window).
+- ``diffusion`` (the paper's model; needs the released weights): the guidance stage (tracking, head fit,
+  Structured Face Alignment; :mod:`magicportrait.pipelines.stages`) -> the depth / normal / render maps rendered on
+  demand, window by window (:class:`~magicportrait.rendering.RenderedGuidance`) -> the diffusion generator
+  (:mod:`magicportrait.models.generation`). The tracks and the aligned head go to ``guidance/`` (the maps' PNGs
+  too with ``--write-frames``, for ``magicportrait generate``).
 - ``geometric`` (no weights, real time on a CPU; :mod:`magicportrait.pipelines.geometric`): the same tracking and
   alignment -> the source photo re-rendered on the aligned head, the rest of the frame warped along.
+
+``motion=`` (``--motion aligned_head.npz``) reuses a saved aligned head track instead of tracking the driving
+video; ``generate`` runs the diffusion generator alone on a guidance folder (ours or the official layout).
 
 ``backend="auto"`` takes the diffusion generator when weights are configured (``--weights`` or
 ``$MAGICPORTRAIT_WEIGHTS``) and the geometric one otherwise. Both write ``result.mp4`` (the face crop pasted back
@@ -22,9 +26,8 @@ Python::
 from __future__ import annotations
 
 import logging
-import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -33,17 +36,20 @@ from tqdm.auto import tqdm
 
 from magicportrait.config import option
 from magicportrait.errors import InputError
-from magicportrait.heads import HeadModel
+from magicportrait.heads import HeadModel, head_model_from_config
+from magicportrait.io.assets import WEIGHTS, asset_value
 from magicportrait.io.atomic import ensure_writable_dir, staged_output_dir
-from magicportrait.models.release import DEFAULT_PROMPT, WEIGHTS_ENV
-from magicportrait.pipelines.generation import GenerationConfig
+from magicportrait.models.generation import GenerationConfig
+from magicportrait.models.release import DEFAULT_PROMPT
+from magicportrait.pipelines import stages
 from magicportrait.pipelines.geometric import GeometricConfig
-from magicportrait.pipelines.guide import MAP_NAMES, GuideConfig, GuidePipeline
+from magicportrait.pipelines.guide import GuideConfig
 from magicportrait.pipelines.outputs import DEFAULT_MAX_OUTPUT_SIZE, ResultWriter
-from magicportrait.types import HeadTrack
+from magicportrait.types import GUIDANCE_NAMES, HeadTrack, SourceFace
 
 logger = logging.getLogger(__name__)
 LATENT_MULTIPLE = 64  # the UNet halves the 1/8-size latents three times
+OFFICIAL_FPS = 24.0  # the official release writes every video at 24 fps
 
 
 @dataclass
@@ -52,9 +58,9 @@ class AnimateConfig:
 
     backend: Literal["auto", "diffusion", "geometric"] = option(
         "auto", f"Generator: diffusion (the paper's model, needs --weights), geometric (no weights, real time on a "
-                f"CPU), or auto: diffusion when weights are configured (--weights or ${WEIGHTS_ENV}), else geometric.")
+                f"CPU), or auto: diffusion when weights are configured (--weights or ${WEIGHTS.env}), else geometric.")
     weights: str | None = option(None, f"Folder of the official release (with ckpts/, stable-diffusion-v1-5/ and "
-                                       f"sd-vae-ft-mse/), or its ckpts/ folder; default: ${WEIGHTS_ENV}.")
+                                       f"sd-vae-ft-mse/), or its ckpts/ folder; default: ${WEIGHTS.env}.")
     sd15: str | None = option(None, "Stable Diffusion 1.5 folder (diffusers format) if not inside --weights.")
     vae: str | None = option(None, "sd-vae-ft-mse folder (diffusers format) if not inside --weights.")
     motion_module: str | None = option(None, "Motion-module file to use instead of the release's (e.g. AnimateDiff "
@@ -65,7 +71,7 @@ class AnimateConfig:
                                     "crop goes to result_crop.mp4); off: result.mp4 is the crop.")
     max_output_size: int = option(DEFAULT_MAX_OUTPUT_SIZE, "Longer side of result.mp4 at most, pixels (a larger "
                                                            "source image is scaled down for it).")
-    guide: GuideConfig = field(default_factory=GuideConfig)
+    guide: GuideConfig = field(default_factory=lambda: GuideConfig(write_frames=False))  # maps' PNGs if asked
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     geometric: GeometricConfig = field(default_factory=GeometricConfig, metadata={"prefix": "geometric_"})
 
@@ -78,7 +84,8 @@ class AnimateConfig:
 
     def weights_path(self) -> str | None:
         """The configured diffusion weights: ``weights``, else ``$MAGICPORTRAIT_WEIGHTS``, else None."""
-        return self.weights or os.environ.get(WEIGHTS_ENV) or None
+        path, _ = asset_value(WEIGHTS, self.weights)
+        return None if path is None else str(path)
 
     def resolved_backend(self) -> str:
         """"diffusion" or "geometric": what ``backend`` means with the weights configured now."""
@@ -95,7 +102,7 @@ def load_pipeline(config: AnimateConfig | None = None, head_model: HeadModel | N
         return MagicPortraitPipeline.from_pretrained(config=config, head_model=head_model)
     if config.backend == "auto":
         logger.info("No diffusion weights configured (--weights DIR or $%s): using the instant geometric "
-                    "generator.", WEIGHTS_ENV)
+                    "generator.", WEIGHTS.env)
     return GeometricPipeline(config, head_model)
 
 
@@ -108,17 +115,6 @@ class AnimateResult:
     backend: str = "diffusion"
 
 
-class PngGuidance:
-    """Loader of one map's frames ``start..stop-1`` from the guide stage's PNG folder (exact, unlike H.264)."""
-
-    def __init__(self, folder: Path, num_frames: int) -> None:
-        self.folder, self.num_frames = folder, num_frames
-        self.digits = max(4, len(str(num_frames)))
-
-    def __call__(self, start: int, stop: int) -> np.ndarray:
-        from magicportrait.io.image import load_image
-
-        return np.stack([load_image(self.folder / f"frame_{i + 1:0{self.digits}d}.png") for i in range(start, stop)])
 
 
 class MagicPortraitPipeline:
@@ -126,18 +122,23 @@ class MagicPortraitPipeline:
 
     def __init__(self, components: dict, config: AnimateConfig | None = None,
                  head_model: HeadModel | None = None) -> None:
-        from magicportrait.pipelines.generation import GenerationPipeline
+        from magicportrait.models.generation import GenerationPipeline
 
         self.config = config or AnimateConfig()
-        self.head_model = head_model
+        self._head_model = head_model
         self.generator = GenerationPipeline(**components)
+
+    @property
+    def head_model(self) -> HeadModel:
+        """The head model of the guidance stage (loaded on first use: ``generate`` needs none)."""
+        if self._head_model is None:
+            self._head_model = head_model_from_config(self.config.guide.head)
+        return self._head_model
 
     @classmethod
     def from_pretrained(cls, weights: str | Path | None = None, config: AnimateConfig | None = None,
                         head_model: HeadModel | None = None) -> MagicPortraitPipeline:
         """Load the release from ``weights`` (or ``config.weights`` / ``$MAGICPORTRAIT_WEIGHTS``), strictly."""
-        import torch
-
         from magicportrait.models.release import (
             is_saved_release,
             load_release,
@@ -146,15 +147,16 @@ class MagicPortraitPipeline:
         )
 
         config = config or AnimateConfig()
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.generation.dtype]
+        generation = config.generation
         weights = weights or config.weights_path()
         if is_saved_release(weights):  # our own format (save_pretrained)
             logger.info("Loading the diffusion weights from %s", weights)
-            components = load_saved_release(weights, device=config.generation.device, dtype=dtype)
+            components = load_saved_release(weights, device=generation.device, dtype=generation.torch_dtype)
             return cls(components, config, head_model)
         paths = resolve_release_paths(weights, config.sd15, config.vae, config.motion_module)
         logger.info("Loading the diffusion weights from %s", paths.ckpts)
-        components = load_release(paths, device=config.generation.device, dtype=dtype, prompt=config.prompt)
+        components = load_release(paths, device=generation.device, dtype=generation.torch_dtype,
+                                  prompt=config.prompt)
         return cls(components, config, head_model)
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -167,36 +169,91 @@ class MagicPortraitPipeline:
                       "text_embeddings": generator.text_embeddings}
         return save_release(components, directory, prompt=self.config.prompt)
 
-    def run(self, source_path: str | Path, driving_path: str | Path, output_dir: str | Path) -> AnimateResult:
+    def run(self, source_path: str | Path, driving_path: str | Path | None, output_dir: str | Path,
+            motion: str | Path | None = None) -> AnimateResult:
+        """Reenact ``source_path`` with ``driving_path``'s motion (or the saved ``motion``) into ``output_dir``."""
+        from magicportrait.io.image import load_image
+        from magicportrait.rendering.guidance import RenderedGuidance
+
+        config, guide = self.config, self.config.guide
+        ensure_writable_dir(output_dir)
+        source, driving = stages.prepare_inputs(guide, self.head_model, source_path, driving_path, motion)
+        maps = RenderedGuidance(self.head_model, source, driving.aligned, guide.chunk_size, guide.device,
+                                cached_frames=config.generation.context_frames + 2 * guide.chunk_size)
+        with staged_output_dir(output_dir) as stage:
+            stages.save_inputs(stage / "guidance", source, driving)
+            if guide.write_frames:
+                _write_guidance_frames(stage / "guidance", maps)
+            latents = self.generator.generate_latents(source.crop, maps.loaders(), config.generation,
+                                                      driving.aligned.num_frames)
+            audio = stages.audio_source(driving_path, guide)
+            writer = ResultWriter(stage, driving.fps, audio, load_image(source_path), source.crop, source.crop_matrix,
+                                  paste_mode="full" if config.paste_back else None,
+                                  write_grid=config.write_grid, max_output_size=config.max_output_size)
+            crops = stages.driving_crops(driving_path, driving.driving_track, guide, driving.aligned.num_frames)
+            with writer:
+                index = 0
+                for chunk in self.generator.iter_video(latents, config.generation.decode_chunk):
+                    for frame in chunk:
+                        writer.write(frame, [next(crops), *maps.frame(index)] if config.write_grid else [])
+                        index += 1
+        return _result(output_dir, stage, writer.files, driving.aligned.num_frames, driving.fps, "diffusion",
+                       extra={"guidance": "guidance"})
+
+    def generate(self, reference: str | Path | None, guidance_dir: str | Path, output_dir: str | Path,
+                 fps: float | None = None) -> AnimateResult:
+        """The diffusion generator alone on a guidance folder (``guide``'s, or the official release's
+        ``transfers/<name>/`` with ``depth/ normal/ render/``): ``result.mp4`` (the crop) and ``grid.mp4``.
+
+        ``reference`` defaults to the folder's ``source.png``; ``fps`` to the folder's ``aligned_head.npz``, else
+        24 (the official release's output rate).
+        """
+        from magicportrait.io.frames import GuidanceFolder
         from magicportrait.io.image import load_image
 
         config = self.config
         ensure_writable_dir(output_dir)
-        guide_config = replace(config.guide, write_frames=True)  # the generator reads the maps back from the PNGs
+        folder = GuidanceFolder(guidance_dir)
+        reference_path = reference or folder.reference
+        if reference_path is None:
+            raise InputError(f"{guidance_dir} holds no source.png: give the reference portrait crop with --reference.")
+        image = load_image(reference_path)
+        if image.shape[:2] != folder.size:
+            import cv2
+
+            logger.info("Resizing the reference %dx%d to the guidance size %dx%d.", image.shape[1], image.shape[0],
+                        folder.size[1], folder.size[0])
+            image = cv2.resize(image, folder.size[::-1], interpolation=cv2.INTER_AREA)
+        fps = fps or _folder_fps(folder.root)
+        loaders = folder.loaders()
         with staged_output_dir(output_dir) as stage:
-            guided = GuidePipeline(guide_config, self.head_model).run(source_path, driving_path, stage / "guidance")
-            reference = load_image(stage / "guidance" / "source.png")
-            maps = {name: PngGuidance(stage / "guidance" / name, guided.num_frames) for name in MAP_NAMES}
-            latents = self.generator.generate_latents(reference, maps, config.generation, guided.num_frames)
-            frames = self.generator.iter_video(latents, config.generation.decode_chunk)
-            audio = _audio_source(driving_path, guide_config)
-            writer = ResultWriter(stage, guided.fps, audio, load_image(source_path), reference, guided.crop_matrix,
-                                  paste_mode="full" if config.paste_back else None,
+            latents = self.generator.generate_latents(image, loaders, config.generation, folder.num_frames)
+            writer = ResultWriter(stage, fps, None, image, image, np.eye(2, 3), paste_mode=None,
                                   write_grid=config.write_grid, max_output_size=config.max_output_size)
-            preview = stage / "guidance" / "preview.mp4"
-            previews = _preview_driving_crops(preview, reference.shape[1], config.write_grid)
             with writer:
                 index = 0
-                for chunk in frames:
+                for chunk in self.generator.iter_video(latents, config.generation.decode_chunk):
                     for frame in chunk:
-                        panels = []
-                        if config.write_grid:
-                            panels = [next(previews, np.zeros_like(reference)),
-                                      *(maps[name](index, index + 1)[0] for name in MAP_NAMES)]
-                        writer.write(frame, panels)
+                        panels = [loaders[name](index, index + 1)[0] for name in GUIDANCE_NAMES]
+                        writer.write(frame, panels if config.write_grid else [])
                         index += 1
-        return _result(output_dir, stage, writer.files, guided.num_frames, guided.fps, "diffusion",
-                       extra={"guidance": "guidance"})
+        return _result(output_dir, stage, writer.files, folder.num_frames, fps, "diffusion", extra={})
+
+
+def _folder_fps(root: Path) -> float:
+    path = root / "aligned_head.npz"
+    fps = HeadTrack.load(path).fps if path.is_file() else 0.0
+    return fps if fps > 0 else OFFICIAL_FPS
+
+
+def _write_guidance_frames(folder: Path, maps) -> None:
+    """The maps as PNG frames in the official ``depth/ normal/ render/`` layout."""
+    from magicportrait.io.frames import FrameFolder
+
+    folders = {name: FrameFolder(folder / name, maps.num_frames).create() for name in GUIDANCE_NAMES}
+    for index in range(maps.num_frames):
+        for name, image in zip(GUIDANCE_NAMES, maps.frame(index), strict=True):
+            folders[name].write(index, image)
 
 
 class GeometricPipeline:
@@ -209,106 +266,70 @@ class GeometricPipeline:
 
     def __init__(self, config: AnimateConfig | None = None, head_model: HeadModel | None = None) -> None:
         self.config = config or AnimateConfig()
-        self.guide = GuidePipeline(replace(self.config.guide, write_frames=False), head_model)
-        self.head_model = self.guide.head_model
+        self.head_model = head_model or head_model_from_config(self.config.guide.head)
         self.frames_per_second: float | None = None  # the generator's own speed in the last run
 
-    def run(self, source_path: str | Path, driving_path: str | Path, output_dir: str | Path) -> AnimateResult:
+    def run(self, source_path: str | Path, driving_path: str | Path | None, output_dir: str | Path,
+            motion: str | Path | None = None) -> AnimateResult:
+        """Reenact ``source_path`` with ``driving_path``'s motion (or the saved ``motion``) into ``output_dir``."""
         from magicportrait.io.image import load_image
-        from magicportrait.tracking import FaceTracker
 
         config = self.config
         ensure_writable_dir(output_dir)
-        image = load_image(source_path)
-        with FaceTracker(config.guide.tracker) as tracker:
-            source = self.guide.prepare_source(image, tracker, str(source_path))
-            driving_track = self.guide.track_driving(driving_path, tracker)
-        aligned = self.prepare_motion(source, driving_track)
+        source, driving = stages.prepare_inputs(config.guide, self.head_model, source_path, driving_path, motion)
+        driving = self.limit_motion(source, driving)
         with staged_output_dir(output_dir) as stage:
-            self._save_inputs(stage, source, driving_track, aligned)
-            writer = ResultWriter(stage, driving_track.fps, _audio_source(driving_path, config.guide), image,
-                                  source.crop, source.crop_matrix, paste_mode="changed" if config.paste_back else None,
+            files = stages.save_inputs(stage, source, driving)
+            writer = ResultWriter(stage, driving.fps, stages.audio_source(driving_path, config.guide),
+                                  load_image(source_path), source.crop, source.crop_matrix,
+                                  paste_mode="changed" if config.paste_back else None,
                                   write_grid=config.write_grid, max_output_size=config.max_output_size)
             with writer:
-                self._generate(source, aligned, driving_track, driving_path, writer)
-        files = {name: Path(name + ".npz") for name in ("track", "source_track", "aligned_head")}
-        return _result(output_dir, stage, writer.files, aligned.num_frames, driving_track.fps, "geometric",
-                       extra={"source": "source.png", **{name: str(path) for name, path in files.items()}})
+                self._generate(source, driving, driving_path, writer)
+        return _result(output_dir, stage, {**writer.files, **files}, driving.aligned.num_frames, driving.fps,
+                       "geometric", extra={})
 
-    def prepare_motion(self, source, driving_track) -> HeadTrack:
-        """Align the driving motion to the source, warn about what limits the result, clamp extreme poses."""
+    def limit_motion(self, source: SourceFace, motion: stages.Motion) -> stages.Motion:
+        """Warn about what limits the result and clamp poses a single photo cannot show."""
+        from dataclasses import replace
+
         from magicportrait.alignment import limit_rotation
         from magicportrait.pipelines.geometric import source_warnings
         from magicportrait.tracking.mediapipe_tracker import frame_ranges
 
         for message in source_warnings(source):
             logger.warning(message)
-        aligned = self.guide.align(source, driving_track)
-        aligned, clamped = limit_rotation(aligned, source.head.rotation[0], self.config.geometric.rotation_limits)
+        limits = self.config.geometric.rotation_limits
+        aligned, clamped = limit_rotation(motion.aligned, source.head.rotation[0], limits)
         if clamped.any():
-            limits = self.config.geometric.rotation_limits
             logger.warning("The driving head turns further from the portrait's pose than a single photo can show in "
                            "%d of %d frames (%s); the rotation there is clamped to yaw %g, pitch %g, roll %g degrees "
                            "(--geometric-max-yaw/-pitch/-roll).", int(clamped.sum()), len(clamped),
                            frame_ranges(np.flatnonzero(clamped)), *limits)
-        return aligned
+        return replace(motion, aligned=aligned)
 
-    def _save_inputs(self, stage: Path, source, driving_track, aligned) -> None:
-        from magicportrait.io.image import save_image
-
-        save_image(stage / "source.png", source.crop)
-        driving_track.save(stage / "track.npz")
-        source.track.save(stage / "source_track.npz")
-        aligned.save(stage / "aligned_head.npz")
-
-    def _generate(self, source, aligned: HeadTrack, driving_track, driving_path, writer: ResultWriter) -> None:
+    def _generate(self, source: SourceFace, motion: stages.Motion, driving_path, writer: ResultWriter) -> None:
         from magicportrait.pipelines.geometric import GeometricGenerator
-        from magicportrait.pipelines.guide import crop_face
+        from magicportrait.rendering.guidance import RenderedGuidance
 
-        config = self.config
+        config, aligned = self.config, motion.aligned
         generator = GeometricGenerator(self.head_model, source, config.geometric, device=config.guide.device)
-        driving_frames = self.guide.driving_frames(driving_path) if config.write_grid else None
+        crops = stages.driving_crops(driving_path, motion.driving_track, config.guide, aligned.num_frames)
+        maps = RenderedGuidance(self.head_model, source, aligned, config.geometric.chunk_size, config.guide.device)
         chunk_size, busy, index = config.geometric.chunk_size, 0.0, 0
         with tqdm(total=aligned.num_frames, desc="reenact", unit="frame",
                   disable=not config.guide.show_progress) as progress:
             for start in range(0, aligned.num_frames, chunk_size):
-                chunk = aligned.select(slice(start, start + chunk_size))
                 began = time.perf_counter()
-                crops = generator.render(chunk)
+                results = generator.render(aligned.select(slice(start, start + chunk_size)))
                 busy += time.perf_counter() - began
-                maps = self._guidance(source, chunk) if config.write_grid else None
-                for i, crop in enumerate(crops):
-                    panels = []
-                    if config.write_grid:
-                        driving = crop_face(next(driving_frames), driving_track.boxes[index], config.guide.size)
-                        panels = [driving, *(maps[name][i] for name in MAP_NAMES)]
-                    writer.write(crop, panels)
+                for crop in results:
+                    writer.write(crop, [next(crops), *maps.frame(index)] if config.write_grid else [])
                     index += 1
-                progress.update(len(crops))
+                progress.update(len(results))
         self.frames_per_second = aligned.num_frames / max(busy, 1e-9)
         logger.info("Geometric generator: %.1f frames/s (without tracking and video encoding).",
                     self.frames_per_second)
-
-
-    def _guidance(self, source, head: HeadTrack) -> dict[str, np.ndarray]:
-        """The depth / normal / render maps of ``head``'s frames, for the grid."""
-        chunks = list(self.guide.render_chunks(source, head))
-        return {name: np.concatenate([maps[name] for maps in chunks]) for name in MAP_NAMES}
-
-
-def _audio_source(driving_path: str | Path, guide_config: GuideConfig) -> str | Path | None:
-    from magicportrait.io.video import probe_video
-
-    return driving_path if guide_config.keep_audio and probe_video(driving_path).has_audio else None
-
-
-def _preview_driving_crops(preview_path: Path, size: int, wanted: bool):
-    """The driving crops from the guide stage's preview (its second panel), or an empty iterator."""
-    from magicportrait.io.video import iter_frames
-
-    if not wanted or not preview_path.is_file():
-        return iter(())
-    return (frame[:, size:2 * size] for frame in iter_frames(preview_path))
 
 
 def _result(output_dir: str | Path, stage: Path, files: dict[str, Path], num_frames: int, fps: float, backend: str,

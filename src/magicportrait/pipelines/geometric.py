@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -25,10 +25,7 @@ import numpy as np
 from magicportrait.config import option
 from magicportrait.geometry.rotations import axis_angle_to_matrix, matrix_to_euler_degrees
 from magicportrait.heads import HeadModel
-from magicportrait.types import HeadTrack
-
-if TYPE_CHECKING:
-    from magicportrait.pipelines.guide import SourceFace
+from magicportrait.types import HeadTrack, SourceFace
 
 logger = logging.getLogger(__name__)
 SOURCE_TURN_WARNING_DEGREES = 60.0
@@ -91,7 +88,7 @@ class GeometricGenerator:
 
     Args:
         head_model: the head model the source and the aligned track were fitted with.
-        source: the source portrait's crop, track and fitted head (``GuidePipeline.prepare_source``).
+        source: the source portrait's crop, track and fitted head (``stages.prepare_source``).
         config: options.
         device: torch device of the rasteriser.
     """

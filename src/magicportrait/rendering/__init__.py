@@ -1,22 +1,22 @@
 """Rendering: a vectorised pure-PyTorch rasteriser and MagicPortrait's guidance maps (depth, normal, render).
 
+``renderer`` draws the maps of a mesh; ``appearance`` estimates the render map's albedo and light from a portrait;
+``guidance`` renders an aligned head track's maps as the source asks; ``texture_transfer`` re-renders a photo on a
+moved mesh (the geometric generator).
+
 Vertices are in image space (x right, y down, z into the scene; pixels) and projected orthographically.
 """
 
 from .appearance import (
     AppearanceConfig,
-    AppearanceRenderer,
-    FlameTextureSpace,
-    RenderAppearance,
     estimate_appearance,
     face_oval_loop,
     face_region_mask,
     fit_texture_appearance,
-    load_flame_texture_space,
-    mirror_vertices,
     polygon_mask,
-    unweld,
+    source_appearance,
 )
+from .guidance import AppearanceRenderer, RenderedGuidance, guidance_renderer, render_guidance
 from .rasterizer import (
     AREA_EPS,
     EDGE_EPS,
@@ -29,7 +29,7 @@ from .rasterizer import (
     rasterize,
     rasterize_foreground,
 )
-from .renderer import SKIN_GREY, GuidanceMaps, GuidanceRenderer
+from .renderer import SKIN_GREY, GuidanceRenderer
 from .shading import (
     DEFAULT_SH_LIGHT,
     SH_CONSTANTS,
@@ -51,16 +51,14 @@ __all__ = [
     "AppearanceRenderer",
     "DEFAULT_SH_LIGHT",
     "EDGE_EPS",
-    "FlameTextureSpace",
     "MAX_CHUNK",
     "MAX_ROWS",
     "SH_CONSTANTS",
     "SKIN_GREY",
     "Foreground",
     "Fragments",
-    "GuidanceMaps",
+    "RenderedGuidance",
     "GuidanceRenderer",
-    "RenderAppearance",
     "as_foreground",
     "as_texture",
     "camera_normals",
@@ -69,18 +67,18 @@ __all__ = [
     "face_oval_loop",
     "face_region_mask",
     "fit_texture_appearance",
+    "guidance_renderer",
     "interpolate",
     "lambertian_shading",
-    "load_flame_texture_space",
-    "mirror_vertices",
     "normal_map",
     "polygon_mask",
     "rasterize",
     "rasterize_foreground",
+    "render_guidance",
     "sample_texture",
     "shaded_map",
+    "source_appearance",
     "sh_basis",
     "sh_shading",
-    "unweld",
     "vertex_normals",
 ]

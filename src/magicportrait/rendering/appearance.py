@@ -19,9 +19,8 @@ The render map is ``clamp(albedo * shading, 0, 1)`` with ``shading = sh_basis(n)
   model, robustly reweighted) on the same pixels; the texture is ``mean + basis @ alpha`` like the official
   MagicPortrait release (DECA-style). The texture model's albedo fixes the scale: the light is not normalised.
 
-:class:`AppearanceRenderer` renders the three guidance maps with a :class:`RenderAppearance`; its depth and
-normal maps are those of :class:`~.renderer.GuidanceRenderer` for the same (welded) mesh. A UV texture is looked up
-through per-corner uv faces (``uv_faces``) on the welded mesh's rasterisation, so seams get the welded normals.
+Both return a :class:`~magicportrait.types.RenderAppearance`; :mod:`.guidance` renders with it.
+:func:`source_appearance` picks one for a source portrait and its fitted head.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import logging
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -39,18 +37,15 @@ import torch.nn.functional as F
 
 from magicportrait.config import option
 from magicportrait.errors import InputError
-from magicportrait.types import load_npz, save_npz
+from magicportrait.geometry.mesh import graph_laplacian, mirror_vertices, unweld
+from magicportrait.heads.flame_texture import FlameTextureSpace, load_flame_texture_space
+from magicportrait.types import RenderAppearance
 
 from .rasterizer import Foreground, interpolate_foreground, rasterize_foreground
-from .renderer import GuidanceMaps, GuidanceRenderer
 from .shading import (
     DEFAULT_SH_LIGHT,
-    as_texture,
     camera_normals_foreground,
-    depth_foreground,
-    sample_texture_foreground,
     sh_basis,
-    shade_foreground,
     vertex_normals,
 )
 
@@ -58,17 +53,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "AppearanceConfig",
-    "AppearanceRenderer",
-    "FlameTextureSpace",
-    "RenderAppearance",
     "estimate_appearance",
     "face_oval_loop",
     "face_region_mask",
     "fit_texture_appearance",
-    "load_flame_texture_space",
-    "mirror_vertices",
     "polygon_mask",
-    "unweld",
+    "source_appearance",
 ]
 
 _CAMERA_FLIP = np.array([1.0, -1.0, -1.0])  # image-space normal -> camera space (x right, y up, z to the camera)
@@ -107,64 +97,6 @@ class AppearanceConfig:
 
 
 # ------------------------------------------------------------------------------------------------- the result
-@dataclass
-class RenderAppearance:
-    """How the 'render' map is coloured: 9x3 SH light and an albedo (per vertex, or a UV texture).
-
-    Attributes:
-        sh_light: `(9, 3)` float32 SH coefficients (:mod:`.shading` convention).
-        vertex_albedo: `(V, 3)` float32 in [0, 1], or None when a texture is used.
-        texture: `(Ht, Wt, 3)` float32 RGB in [0, 1] (with ``uv`` and ``uv_faces``).
-        uv: `(Nvt, 2)` texel pixel coordinates (u right, v down) of the unwelded vertices.
-        uv_faces: `(F, 3)` faces indexing the unwelded vertices, in the order of the mesh's faces.
-        vertex_map: `(Nvt,)` the mesh vertex of each unwelded vertex (render ``vertices[:, vertex_map]`` with
-            ``uv_faces`` to draw the texture with :class:`~.renderer.GuidanceRenderer` directly).
-        texture_coefficients: `(K,)` fitted texture-space coefficients (information only).
-    """
-
-    sh_light: np.ndarray
-    vertex_albedo: np.ndarray | None = None
-    texture: np.ndarray | None = None
-    uv: np.ndarray | None = None
-    uv_faces: np.ndarray | None = None
-    vertex_map: np.ndarray | None = None
-    texture_coefficients: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        self.sh_light = np.asarray(self.sh_light, np.float32)
-        if self.sh_light.shape != (9, 3):
-            raise InputError(f"sh_light must have shape (9, 3), got {self.sh_light.shape}.")
-        for name, dtype in (("vertex_albedo", np.float32), ("texture", np.float32), ("uv", np.float32),
-                            ("uv_faces", np.int64), ("vertex_map", np.int64), ("texture_coefficients", np.float32)):
-            if getattr(self, name) is not None:
-                setattr(self, name, np.asarray(getattr(self, name), dtype))
-        if self.texture is not None:
-            if self.uv is None or self.uv_faces is None:
-                raise InputError("a texture appearance needs uv and uv_faces.")
-            if self.texture.ndim != 3 or self.texture.shape[2] != 3:
-                raise InputError(f"texture must have shape (Ht, Wt, 3), got {self.texture.shape}.")
-            if self.uv.ndim != 2 or self.uv.shape[1] != 2 or self.uv_faces.ndim != 2 or self.uv_faces.shape[1] != 3:
-                raise InputError(f"uv must be (Nvt, 2) and uv_faces (F, 3), got {self.uv.shape}, "
-                                 f"{self.uv_faces.shape}.")
-        elif self.vertex_albedo is not None:
-            if self.vertex_albedo.ndim != 2 or self.vertex_albedo.shape[1] != 3:
-                raise InputError(f"vertex_albedo must have shape (V, 3), got {self.vertex_albedo.shape}.")
-
-    @property
-    def textured(self) -> bool:
-        return self.texture is not None
-
-    def save(self, path: str | os.PathLike) -> Path:
-        arrays = {name: value for name, value in vars(self).items() if value is not None}
-        return save_npz(path, "RenderAppearance", arrays, {"textured": self.textured})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> RenderAppearance:
-        arrays, _ = load_npz(path, "RenderAppearance")
-        if "sh_light" not in arrays:
-            raise InputError(f"{path}: a RenderAppearance file without sh_light.")
-        names = ("sh_light", "vertex_albedo", "texture", "uv", "uv_faces", "vertex_map", "texture_coefficients")
-        return cls(**{name: arrays.get(name) for name in names})
 
 
 # ------------------------------------------------------------------------------------------------- face region
@@ -403,37 +335,6 @@ def _observed_albedo(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
     return albedo, weight
 
 
-def mirror_vertices(rest_vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """`(V,)` index of each vertex's left/right mirror (x reflected about the mean x) in a rest shape, -1 if none.
-
-    The nearest vertex to the reflected position counts when it is within 1.5 median edge lengths (model meshes
-    such as FLAME are only nearly symmetric).
-    """
-    from scipy.spatial import cKDTree
-
-    rest = np.asarray(rest_vertices, np.float64)
-    reflected = rest.copy()
-    reflected[:, 0] = 2.0 * rest[:, 0].mean() - rest[:, 0]
-    edges = rest[faces[:, [1, 2, 0]]] - rest[faces]
-    tolerance = 1.5 * float(np.median(np.linalg.norm(edges, axis=2)))
-    distance, index = cKDTree(rest).query(reflected)
-    return np.where(distance <= tolerance, index, -1)
-
-
-def _laplacian(faces: np.ndarray, num_vertices: int):
-    """Combinatorial graph Laplacian ``D - A`` of the mesh's edges (scipy sparse, CSC)."""
-    import scipy.sparse as sp
-
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    edges = np.unique(np.sort(edges, axis=1), axis=0)
-    edges = edges[edges[:, 0] != edges[:, 1]]
-    rows = np.concatenate([edges[:, 0], edges[:, 1]])
-    cols = np.concatenate([edges[:, 1], edges[:, 0]])
-    adjacency = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(num_vertices, num_vertices))
-    degree = sp.diags(np.asarray(adjacency.sum(axis=1)).ravel())
-    return (degree - adjacency).tocsc()
-
-
 def _with_mirror(albedo: np.ndarray, weight: np.ndarray, mirror: np.ndarray | None,
                  config: AppearanceConfig) -> tuple[np.ndarray, np.ndarray]:
     """Add each vertex's mirror observation, as far as its own observation is missing or weak."""
@@ -460,7 +361,7 @@ def _fill_albedo(albedo: np.ndarray, weight: np.ndarray, faces: np.ndarray, conf
     num = len(albedo)
     mean = (weight[:, None] * albedo).sum(0) / max(float(weight.sum()), 1e-12)
     pull = 1e-4 * config.smoothness
-    system = sp.diags(weight + pull).tocsc() + config.smoothness * _laplacian(faces, num)
+    system = sp.diags(weight + pull).tocsc() + config.smoothness * graph_laplacian(faces, num)
     rhs = weight[:, None] * np.nan_to_num(albedo) + pull * mean
     return splu(system.tocsc()).solve(np.ascontiguousarray(rhs))
 
@@ -534,176 +435,6 @@ def _albedo_within_one(light: np.ndarray, albedo: np.ndarray, weight: np.ndarray
 
 
 # ------------------------------------------------------------------------------------------------ texture space
-@dataclass
-class FlameTextureSpace:
-    """A linear albedo texture model: ``texture = mean + basis @ alpha`` (RGB, [0, 1] scale).
-
-    Attributes:
-        mean: `(Ht, Wt, 3)` float32 RGB.
-        basis: `(Ht, Wt, 3, K)` float32 RGB change per unit coefficient.
-        vt: `(Nvt, 2)` texture coordinates in [0, 1], OBJ convention (v up: texel row = (1 - v) * Ht).
-        ft: `(F, 3)` indices into ``vt``, one row per mesh face (the mesh's face order).
-        source: the file it came from.
-    """
-
-    mean: np.ndarray
-    basis: np.ndarray
-    vt: np.ndarray
-    ft: np.ndarray
-    source: str = ""
-
-    @property
-    def num_components(self) -> int:
-        return int(self.basis.shape[3])
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(Ht, Wt)."""
-        return int(self.mean.shape[0]), int(self.mean.shape[1])
-
-    def texture(self, coefficients) -> np.ndarray:
-        """`(Ht, Wt, 3)` float32 texture of `(k,)` coefficients (the first k components), clamped to [0, 1]."""
-        alpha = np.asarray(coefficients, np.float32)
-        return np.clip(self.mean + self.basis[..., : alpha.size] @ alpha, 0.0, 1.0)
-
-    def uv_pixels(self) -> np.ndarray:
-        """`(Nvt, 2)` texel pixel coordinates (u right, v down; texel centres at i + 0.5) of ``vt``."""
-        height, width = self.size
-        return np.stack([self.vt[:, 0] * width, (1.0 - self.vt[:, 1]) * height], axis=1).astype(np.float32)
-
-
-_LAYOUTS = (("mean", "tex_dir", 1.0 / 255.0), ("MU", "PC", 1.0))
-"""(mean key, basis key, scale to [0, 1]): FLAME_texture.npz (0..255) and FLAME_albedo_from_BFM.npz (0..1), both
-with BGR channels (FLAME's written with cv2; the BFM conversion reverses its RGB colours)."""
-
-
-def _open_npz(path: Path):
-    if not path.is_file():
-        raise InputError(f"{path}: no such texture-space file. Download FLAME_texture.npz from "
-                         "https://flame.is.tue.mpg.de and pass its path.")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as exc:  # numpy/zipfile raise several types for a damaged or foreign file
-        raise InputError(f"{path}: not a readable .npz file ({exc}).") from exc
-    if not hasattr(data, "files"):
-        raise InputError(f"{path}: expected an .npz archive of arrays, found a single array.")
-    return data
-
-
-def _read(data, key: str, path: Path) -> np.ndarray:
-    try:
-        return data[key]
-    except ValueError as exc:  # object arrays need pickles, which are refused
-        raise InputError(f"{path}: {key!r} is not a plain numeric array ({exc}).") from exc
-
-
-def _read_components(data, key: str, num: int, path: Path) -> np.ndarray:
-    """``data[key][..., :num]`` as float32, streamed in blocks of the first axis: a full FLAME basis (200
-    components, up to ~1.3 GB as float64) never sits in memory, only the components kept."""
-    with data.zip.open(f"{key}.npy") as stream:
-        version = np.lib.format.read_magic(stream)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-            np.lib.format.read_array_header_2_0
-        shape, fortran_order, dtype = read_header(stream)
-        if len(shape) < 2 or dtype.hasobject:
-            raise InputError(f"{path}: {key!r} has shape {shape} / dtype {dtype}, not a numeric (..., K) basis.")
-        if not 0 < num <= shape[-1]:
-            raise InputError(f"{path}: asked for {num} texture components, the file has {shape[-1]}.")
-        if fortran_order:  # rare: read it whole
-            return np.ascontiguousarray(_read(data, key, path)[..., :num], np.float32)
-        out = np.empty((*shape[:-1], num), np.float32)
-        row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
-        block = max(1, (64 << 20) // max(row_bytes, 1))  # ~64 MB per read
-        for start in range(0, shape[0], block):
-            rows = min(block, shape[0] - start)
-            raw = np.frombuffer(stream.read(rows * row_bytes), dtype=dtype).reshape(rows, *shape[1:])
-            out[start : start + rows] = raw[..., :num]
-    return out
-
-
-def _texture_layout(files: list[str], path: Path) -> tuple[str, str, float]:
-    for mean_key, basis_key, scale in _LAYOUTS:
-        if mean_key in files and basis_key in files:
-            return mean_key, basis_key, scale
-    raise InputError(f"{path}: not a FLAME texture space: needs 'mean' and 'tex_dir' (FLAME_texture.npz) or "
-                     f"'MU' and 'PC' (FLAME_albedo_from_BFM.npz); found {', '.join(sorted(files)) or 'none'}.")
-
-
-def _image_layout(mean: np.ndarray, basis: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (H, W, 3), basis (H, W, 3, K)); the BFM layout's flat (H*W*3,) / (H*W*3, K) arrays are reshaped."""
-    if mean.ndim == 3 and mean.shape[2] == 3 and basis.ndim == 4 and basis.shape[:3] == mean.shape:
-        return mean, basis
-    side = int(round(np.sqrt(mean.size / 3)))
-    if side * side * 3 == mean.size and basis.ndim == 2 and basis.shape[0] == mean.size:
-        return mean.reshape(side, side, 3), basis.reshape(side, side, 3, -1)
-    raise InputError(f"{path}: mean {mean.shape} / basis {basis.shape} are not an (H, W, 3) texture space.")
-
-
-def _uv_layout(data, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    missing = [key for key in ("vt", "ft") if key not in data.files]
-    if missing:
-        raise InputError(f"{path}: the texture space lacks UV coordinates ({', '.join(missing)} missing); add the "
-                         "FLAME UV layout's vt / ft arrays to the file.")
-    vt, ft = np.asarray(_read(data, "vt", path), np.float64), _read(data, "ft", path)
-    if vt.ndim != 2 or vt.shape[1] != 2 or ft.ndim != 2 or ft.shape[1] != 3 or not np.issubdtype(ft.dtype, np.integer):
-        raise InputError(f"{path}: vt {vt.shape} / ft {ft.shape} are not (Nvt, 2) / integer (F, 3).")
-    if ft.size and (ft.min() < 0 or ft.max() >= len(vt)):
-        raise InputError(f"{path}: ft indexes vt outside 0..{len(vt) - 1}.")
-    return vt.astype(np.float32), ft.astype(np.int64)
-
-
-def _downsample(images: np.ndarray, size: int) -> np.ndarray:
-    """Area-average `(H, W, ...)` float32 to `(size, size, ...)` when larger (no upsampling)."""
-    height, width = images.shape[:2]
-    if height <= size and width <= size:
-        return images
-    if height % size == 0 and width % size == 0:  # block means: no full-size temporary copies
-        fy, fx = height // size, width // size
-        return images.reshape(size, fy, size, fx, *images.shape[2:]).mean(axis=(1, 3), dtype=np.float32)
-    flat = torch.from_numpy(np.ascontiguousarray(images, np.float32)).reshape(height, width, -1)
-    out = F.interpolate(flat.permute(2, 0, 1)[None], size=(min(size, height), min(size, width)), mode="area")
-    return out[0].permute(1, 2, 0).reshape(*out.shape[2:], *images.shape[2:]).numpy()
-
-
-def load_flame_texture_space(path: str | os.PathLike, num_components: int = 50, size: int = 256) -> FlameTextureSpace:
-    """Load ``FLAME_texture.npz`` (or a BFM-derived ``FLAME_albedo_from_BFM.npz`` that carries vt/ft).
-
-    The basis is cut to its first ``num_components`` components, converted from the files' BGR to RGB and [0, 1]
-    scale, and area-downsampled to ``size`` x ``size`` (the official release fits at 256).
-
-    Raises:
-        InputError: missing file or keys, no UV coordinates (vt / ft), inconsistent shapes, too few components.
-    """
-    path = Path(path)
-    with _open_npz(path) as data:
-        mean_key, basis_key, scale = _texture_layout(data.files, path)
-        vt, ft = _uv_layout(data, path)
-        mean, basis = _image_layout(_read(data, mean_key, path), _read_components(data, basis_key, num_components,
-                                                                                  path), path)
-    rgb_mean = _downsample(mean[..., ::-1].astype(np.float32) * np.float32(scale), size)
-    rgb_basis = _downsample(basis, size)[..., ::-1, :] * np.float32(scale)
-    return FlameTextureSpace(mean=np.ascontiguousarray(rgb_mean), basis=np.ascontiguousarray(rgb_basis), vt=vt,
-                             ft=ft, source=str(path))
-
-
-def unweld(faces, uv_faces) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One new vertex per distinct (vertex, vt) corner pair.
-
-    Args:
-        faces: `(F, 3)` mesh faces.
-        uv_faces: `(F, 3)` texture-coordinate faces (``ft``), corner for corner.
-
-    Returns:
-        ``(new_faces (F, 3), vertex_map (Nu,), vt_map (Nu,))``: the faces over the new vertices, and the mesh
-        vertex and the vt index of each new vertex.
-    """
-    f = np.asarray(faces, np.int64)
-    ft = np.asarray(uv_faces, np.int64)
-    if f.shape != ft.shape:
-        raise InputError(f"the texture space's ft {ft.shape} does not match the mesh's faces {f.shape}.")
-    pairs = np.stack([f.reshape(-1), ft.reshape(-1)], axis=1)
-    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    return inverse.reshape(f.shape), unique[:, 0], unique[:, 1]
 
 
 def _sample_space(space: FlameTextureSpace, uv: np.ndarray, num: int) -> tuple[np.ndarray, np.ndarray]:
@@ -806,72 +537,25 @@ def fit_texture_appearance(image, vertices, faces, region_mask, space: FlameText
 
 
 # -------------------------------------------------------------------------------------------------- rendering
-class AppearanceRenderer:
-    """GuidanceRenderer wrapper that applies a RenderAppearance (handles unwelding/normals).
 
-    Depth and normal maps are exactly :class:`~.renderer.GuidanceRenderer`'s for the welded mesh; the render map
-    uses the appearance's light and its vertex albedo, or its texture looked up through ``uv_faces`` on the same
-    rasterisation (so normals stay welded across UV seams).
+
+# ------------------------------------------------------------------------------------------------- the stage
+def source_appearance(head_model, crop: np.ndarray, track, head, config: AppearanceConfig | None = None,
+                      texture_path: str | os.PathLike | None = None) -> RenderAppearance | None:
+    """The render map's albedo and SH light for a source crop and its fitted head (T=1, crop space).
+
+    None for the open face geometry (its vertices are the landmarks: the crop itself is the texture). With a
+    FLAME texture space (``texture_path``) the texture coefficients and light are fitted jointly, otherwise a
+    per-vertex albedo is estimated.
     """
-
-    def __init__(self, faces, appearance: RenderAppearance, image_size: tuple[int, int] = (512, 512),
-                 device: str | torch.device = "cpu") -> None:
-        self.appearance = appearance
-        self.renderer = GuidanceRenderer(faces, image_size=image_size, sh_light=appearance.sh_light, device=device)
-        self.device = self.renderer.device
-        self._texture = self._uv = self._uv_faces = None
-        if appearance.textured:
-            if appearance.uv_faces.shape != tuple(self.renderer.faces.shape):
-                raise InputError(f"the appearance's uv_faces {appearance.uv_faces.shape} do not match the mesh's "
-                                 f"faces {tuple(self.renderer.faces.shape)}.")
-            if appearance.uv_faces.min() < 0 or appearance.uv_faces.max() >= len(appearance.uv):
-                raise InputError("the appearance's uv_faces index outside its uv.")
-            self._texture = as_texture(appearance.texture, device=self.device)
-            self._uv = torch.as_tensor(appearance.uv, device=self.device)
-            self._uv_faces = torch.as_tensor(appearance.uv_faces, device=self.device)
-
-    def _vertices(self, vertices) -> torch.Tensor:
-        verts = torch.as_tensor(np.asarray(vertices) if not isinstance(vertices, torch.Tensor) else vertices,
-                                device=self.device).to(torch.float32)
-        verts = verts.unsqueeze(0) if verts.ndim == 2 else verts
-        if verts.ndim != 3 or verts.shape[-1] != 3:
-            raise ValueError(f"vertices must have shape (N, V, 3), got {tuple(verts.shape)}.")
-        albedo = self.appearance.vertex_albedo
-        if not self.appearance.textured and albedo is not None and albedo.shape[0] != verts.shape[1]:
-            raise ValueError(f"the appearance has {albedo.shape[0]} vertex albedos, the mesh has {verts.shape[1]} "
-                             "vertices.")
-        return verts
-
-    def _textured_foreground(self, verts: torch.Tensor):
-        """Foreground and `(K,)` depth, `(K, 3)` clamped normal and `(K, 3)` render of the covered pixels."""
-        faces = self.renderer.faces
-        fg = rasterize_foreground(verts, faces, self.renderer.image_size, cull_backfaces=self.renderer.cull_backfaces)
-        depth = depth_foreground(fg, verts)
-        normals = camera_normals_foreground(fg, verts, faces)
-        uv = interpolate_foreground(fg, self._uv_faces, self._uv)
-        albedo = sample_texture_foreground(self._texture, uv, fg.frame).to(normals.dtype)
-        render = shade_foreground(normals, albedo, self.renderer.sh_light, fg.frame)
-        return fg, depth, normals.clamp_(0, 1), render
-
-    def render(self, vertices) -> GuidanceMaps:
-        """Depth, normal and render maps of `(N, V, 3)` image-space vertices (see GuidanceRenderer.render)."""
-        verts = self._vertices(vertices)
-        if not self.appearance.textured:
-            return self.renderer.render(verts, vertex_colors=self.appearance.vertex_albedo)
-        fg, depth, normal, render = self._textured_foreground(verts)
-        return GuidanceMaps(depth=fg.scatter(depth), normal=fg.scatter(normal), render=fg.scatter(render),
-                            mask=fg.mask())
-
-    def render_uint8(self, vertices) -> dict[str, np.ndarray]:
-        """``{'depth', 'normal', 'render'}`` as `(N, H, W, 3)` uint8, like GuidanceRenderer.render_uint8."""
-        verts = self._vertices(vertices)
-        if not self.appearance.textured:
-            return self.renderer.render_uint8(verts, vertex_colors=self.appearance.vertex_albedo)
-        fg, depth, normal, render = self._textured_foreground(verts)
-        maps = {"depth": depth[:, None].expand(-1, 3), "normal": normal, "render": render}
-        return {name: fg.scatter(_quantize(values)).cpu().numpy() for name, values in maps.items()}
-
-
-def _quantize(values: torch.Tensor) -> torch.Tensor:
-    """[0, 1] floats -> uint8, rounded like GuidanceRenderer's maps."""
-    return (values.detach().float().clamp(0, 1) * 255.0).round_().to(torch.uint8)
+    if head_model.name == "mediapipe":
+        return None
+    config = config or AppearanceConfig()
+    vertices = head_model.posed_vertices(head)[0]
+    region = face_region_mask(track.landmarks[0, :, :2], crop.shape[:2])
+    if texture_path is not None:
+        space = load_flame_texture_space(texture_path, num_components=config.texture_components,
+                                         size=config.texture_size)
+        return fit_texture_appearance(crop, vertices, head_model.faces, region, space, config=config)
+    rest = head_model.shape_vertices(np.zeros_like(head.identity), head.expression[:1] * 0)[0]
+    return estimate_appearance(crop, vertices, head_model.faces, region, rest_vertices=rest, config=config)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
+
+from magicportrait.types import GuidanceMaps, quantize_unit
 
 from .rasterizer import Foreground, Fragments, _as_float_tensor, interpolate_foreground, rasterize_foreground
 from .shading import (
@@ -17,48 +17,10 @@ from .shading import (
     shade_foreground,
 )
 
-__all__ = ["GuidanceMaps", "GuidanceRenderer", "SKIN_GREY"]
+__all__ = ["GuidanceRenderer", "SKIN_GREY"]
 
 SKIN_GREY = 0.7
 """Uniform albedo of the render map when neither a texture nor vertex colours are given."""
-
-
-def _quantize(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] floats -> uint8 (rounded, clamped)."""
-    return (x.detach().float().clamp(0, 1) * 255.0).round_().to(torch.uint8)
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return _quantize(x).cpu().numpy()
-
-
-@dataclass
-class GuidanceMaps:
-    """The three guidance maps of a batch of N frames (torch tensors on the renderer's device).
-
-    Attributes:
-        depth: `(N, H, W)` float in [0, 1]: 1 at the nearest vertex of the mesh, 0 at the farthest, 0 background.
-        normal: `(N, H, W, 3)` float in [0, 1]: camera-space normal (x right, y up, z to the camera) clamped.
-        render: `(N, H, W, 3)` float in [0, 1]: albedo times SH shading, RGB.
-        mask: `(N, H, W)` bool: pixels covered by the mesh.
-    """
-
-    depth: torch.Tensor
-    normal: torch.Tensor
-    render: torch.Tensor
-    mask: torch.Tensor
-
-    def to_uint8(self) -> dict[str, np.ndarray]:
-        """``{'depth', 'normal', 'render'}`` as `(N, H, W, 3)` uint8 RGB numpy arrays (depth replicated)."""
-        depth = _to_uint8(self.depth)
-        return {
-            "depth": np.repeat(depth[..., None], 3, axis=-1),
-            "normal": _to_uint8(self.normal),
-            "render": _to_uint8(self.render),
-        }
-
-    def __len__(self) -> int:
-        return int(self.depth.shape[0])
 
 
 class GuidanceRenderer:
@@ -143,7 +105,7 @@ class GuidanceRenderer:
         """Same as ``render(...).to_uint8()`` but converts only the covered pixels (faster for long videos)."""
         fg, depth, normal, render = self._render_foreground(vertices, vertex_colors, texture, uv)
         maps = {"depth": depth[:, None].expand(-1, 3), "normal": normal, "render": render}
-        return {name: fg.scatter(_quantize(values)).cpu().numpy() for name, values in maps.items()}
+        return {name: fg.scatter(quantize_unit(values)).cpu().numpy() for name, values in maps.items()}
 
     def _render_foreground(self, vertices, vertex_colors, texture, uv):
         """Foreground and the `(K,)` depth, `(K, 3)` clamped normal and `(K, 3)` render values of covered pixels."""

@@ -20,7 +20,7 @@ from magicportrait.heads.mediapipe_topology import orient_like, strip_triangles
 from magicportrait.rendering.rasterizer import rasterize_foreground
 from magicportrait.rendering.shading import sample_texture_foreground, vertex_normals
 
-__all__ = ["SourceTexture", "TextureTransferRenderer", "TransferredFaces", "boundary_loops", "mouth_cavity_faces",
+__all__ = ["SourceTexture", "TextureTransferRenderer", "TransferredFaces", "mouth_cavity_faces",
            "project_source_texture"]
 
 DEPTH_TOLERANCE = 0.012
@@ -73,27 +73,6 @@ def project_source_texture(image: np.ndarray, vertices: np.ndarray, faces: np.nd
     fallback = np.median(seen, axis=0) / 255.0 if len(seen) else np.full(3, 0.5)
     return SourceTexture(image=image, uv=vertices[:, :2].copy(), depth=vertices[:, 2].copy(), zbuffer=zbuffer,
                          fallback_colour=fallback.astype(np.float32), perspective=perspective)
-
-
-def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
-    """The closed boundary loops of a triangle mesh (edges used by one face), each in walking order."""
-    faces = np.asarray(faces, np.int64)
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    undirected, counts = np.unique(np.sort(edges, axis=1), axis=0, return_counts=True)
-    single = {tuple(e) for e in undirected[counts == 1]}
-    following = {int(a): int(b) for a, b in edges if (min(a, b), max(a, b)) in single}
-    loops, visited = [], set()
-    for start in following:
-        if start in visited:
-            continue
-        loop, vertex = [], start
-        while vertex not in visited and vertex in following:
-            visited.add(vertex)
-            loop.append(vertex)
-            vertex = following[vertex]
-        if vertex == start and len(loop) >= 3:
-            loops.append(np.array(loop, np.int64))
-    return loops
 
 
 def mouth_cavity_faces(loop: np.ndarray, rest_vertices: np.ndarray) -> np.ndarray:

@@ -5,8 +5,10 @@ MediaPipe is imported only when a :class:`FaceTracker` is created, so the smooth
 
 from magicportrait.tracking.boxes import (
     bbox_iou,
+    crop_face,
     crop_image,
     crop_matrix,
+    crop_track,
     invert_affine,
     landmark_bboxes,
     smooth_boxes,
@@ -34,8 +36,10 @@ __all__ = [
     "TrackerConfig",
     "bbox_iou",
     "continuous_quaternions",
+    "crop_face",
     "crop_image",
     "crop_matrix",
+    "crop_track",
     "face_score",
     "interpolate_missing",
     "invert_affine",

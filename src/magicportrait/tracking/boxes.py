@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from magicportrait.tracking.smoothing import SmoothingMethod, smooth
+from magicportrait.types import Track
 
 
 def landmark_bboxes(landmarks: np.ndarray) -> np.ndarray:
@@ -98,3 +99,33 @@ def crop_image(image: np.ndarray, box: np.ndarray, out_size: int,
     """Crop the square ``box`` of ``image`` resized to ``out_size``; outside the frame is black."""
     matrix = crop_matrix(box, out_size)
     return cv2.warpAffine(image, matrix, (out_size, out_size), flags=interpolation, borderMode=cv2.BORDER_CONSTANT)
+
+
+def crop_face(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """Square crop ``box`` = (cx, cy, side) of ``image`` resized to ``size``; edges replicated outside.
+
+    warpAffine samples without low-pass filtering, so a crop much larger than ``size`` (an 8K portrait) is
+    first shrunk with area averaging to avoid aliasing.
+    """
+    box = np.asarray(box, dtype=np.float64)
+    shrink = min(1.0, 2.0 * size / box[2])
+    if shrink < 1.0:
+        height, width = image.shape[:2]
+        small = (max(1, round(width * shrink)), max(1, round(height * shrink)))
+        image = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
+        box = np.array([box[0] * small[0] / width, box[1] * small[1] / height, box[2] * small[0] / width])
+    return cv2.warpAffine(image, crop_matrix(box, size), (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def crop_track(track: Track, matrices: np.ndarray, size: int) -> Track:
+    """Map a Track's landmarks and boxes into a ``size`` square crop: one `(2, 3)` matrix for every frame, or
+    `(T, 2, 3)`, one per frame. z scales like x and y; a box's centre moves and its side scales."""
+    matrices = np.asarray(matrices, np.float64)
+    if matrices.ndim == 2:
+        landmarks, boxes = transform_points(track.landmarks, matrices), transform_points(track.boxes, matrices)
+    else:
+        landmarks = np.stack([transform_points(lm, m) for lm, m in zip(track.landmarks, matrices, strict=True)])
+        boxes = np.stack([transform_points(box, m) for box, m in zip(track.boxes, matrices, strict=True)])
+    return Track(landmarks=landmarks.astype(np.float32), boxes=boxes.astype(np.float32), detected=track.detected,
+                 fps=track.fps, image_size=(size, size), num_faces=track.num_faces, source=track.source)

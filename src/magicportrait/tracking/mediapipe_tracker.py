@@ -28,11 +28,10 @@ from magicportrait.tracking.boxes import (
     square_boxes_from_landmarks,
     transform_points,
 )
-from magicportrait.types import Track
+from magicportrait.types import NUM_LANDMARKS, Track
 
 logger = logging.getLogger(__name__)
 
-NUM_LANDMARKS = 478  # 468 mesh points + 10 iris points (refine_landmarks=True)
 MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe==0.10.21"
 MIN_FACE_PX = 64  # smallest face (in the working frame) MediaPipe finds reliably
 TINY_IMAGE_PX = 128  # below this the whole frame is hardly bigger than a usable face

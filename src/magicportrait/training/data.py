@@ -8,7 +8,6 @@ pipeline feeds them to the guidance encoders.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from magicportrait.errors import InputError
+from magicportrait.io.frames import frame_name, load_manifest
+from magicportrait.types import GUIDANCE_NAMES
 
-__all__ = ["GUIDANCE_TYPES", "ClipInfo", "ResumableSampler", "Stage1Dataset", "Stage2Dataset", "frame_path",
-           "read_manifest"]
-
-GUIDANCE_TYPES = ("depth", "normal", "render")
+__all__ = ["ClipInfo", "ResumableSampler", "Stage1Dataset", "Stage2Dataset", "frame_path", "read_manifest"]
 
 
 @dataclass(frozen=True)
@@ -36,28 +34,20 @@ class ClipInfo:
 def read_manifest(root: str | Path) -> list[ClipInfo]:
     """The usable, complete clips of a prepared dataset (``"usable": true`` and ``clip.json`` present)."""
     root = Path(root)
-    manifest_path = root / "manifest.json"
-    if not manifest_path.is_file():
-        raise InputError(f"{manifest_path} not found: prepare the dataset first (`magicportrait prepare VIDEOS -o "
-                         f"{root}`).")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        entries = manifest["clips"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise InputError(f"{manifest_path} is not a prepared-dataset manifest ({error}); prepare it again.") from None
+    entries = load_manifest(root)["clips"]
     clips = []
     for entry in entries:
         path = root / entry["path"]
         if entry.get("usable") and (path / "clip.json").is_file():
             clips.append(ClipInfo(entry["name"], path, int(entry["num_frames"])))
     if not clips:
-        raise InputError(f"{manifest_path} lists no usable clip: check the quality flags of its clips.")
+        raise InputError(f"{root / 'manifest.json'} lists no usable clip: check the quality flags of its clips.")
     return clips
 
 
 def frame_path(clip: ClipInfo, kind: str, index: int) -> Path:
-    """Path of frame ``index`` (0-based) of ``kind`` (frames/depth/normal/render); files are 1-based, 4+ digits."""
-    return clip.path / kind / f"frame_{index + 1:04d}.png"
+    """Path of frame ``index`` (0-based) of ``kind`` (frames/depth/normal/render), named as prepare names it."""
+    return clip.path / kind / frame_name(index, clip.num_frames)
 
 
 def _read_rgb(path: Path, resolution: int) -> np.ndarray:
@@ -102,7 +92,7 @@ class _IndexedClips(Dataset):
     def _maps(self, clip: ClipInfo, frames: list[int]) -> dict[str, torch.Tensor]:
         """Each guidance type as `(3, F, R, R)` (stage 2) for the listed frames."""
         return {kind: torch.stack([load_map(frame_path(clip, kind, i), self.resolution) for i in frames], dim=1)
-                for kind in GUIDANCE_TYPES}
+                for kind in GUIDANCE_NAMES}
 
 
 class Stage1Dataset(_IndexedClips):

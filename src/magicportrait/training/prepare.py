@@ -37,15 +37,17 @@ from tqdm.auto import tqdm
 
 from magicportrait.config import option
 from magicportrait.errors import InputError, MagicPortraitError
+from magicportrait.heads import HeadModelConfig, head_model_from_config
+from magicportrait.io.frames import MANIFEST_VERSION, FrameFolder
+from magicportrait.rendering.appearance import source_appearance
+from magicportrait.rendering.guidance import render_guidance
 from magicportrait.tracking import FaceTracker, TrackerConfig
-from magicportrait.tracking.boxes import crop_matrix, landmark_bboxes, transform_points
-from magicportrait.types import HeadTrack, Track
+from magicportrait.tracking.boxes import crop_face, crop_matrix, crop_track, landmark_bboxes
+from magicportrait.types import GUIDANCE_NAMES, HeadTrack, SourceFace, Track
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
-MAP_NAMES = ("depth", "normal", "render")
-FRAME_FOLDERS = ("frames", *MAP_NAMES)
+FRAME_FOLDERS = ("frames", *GUIDANCE_NAMES)
 BLUR_SIDE = 256  # sharpness is measured on the grey crop resized to this side, so it does not depend on ``size``
 # Variance of the Laplacian of a 256 px grey face crop: sharp talking-head footage (CelebV-HQ-like) gives
 # roughly 50-500; heavily defocused or upscaled low-resolution faces fall below ~10. 10 drops only the
@@ -69,10 +71,7 @@ class PrepareConfig:
     chunk_size: int = option(8, "Frames rendered per batch.")
     device: str = option("cpu", "Torch device for rendering, e.g. cpu or cuda.")
     show_progress: bool = option(True, "Show a progress bar over the clips.")
-    flame: str | None = option(None, "FLAME model file; default: $MAGICPORTRAIT_FLAME; without one the open face "
-                                     "geometry is used.")
-    flame_texture: str | None = option(None, "FLAME texture space FLAME_texture.npz for the render map; default: "
-                                             "$MAGICPORTRAIT_FLAME_TEXTURE.")
+    head: HeadModelConfig = field(default_factory=HeadModelConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
     def __post_init__(self) -> None:
@@ -88,13 +87,6 @@ class PrepareConfig:
             raise InputError("min_face_px and blur_threshold must not be negative.")
         if self.chunk_size < 1:
             raise InputError(f"chunk_size must be at least 1, got {self.chunk_size}.")
-
-    def guide_config(self):
-        """The guide stage's config with the same size / head model, to reuse its head model and renderer."""
-        from magicportrait.pipelines.guide import GuideConfig
-
-        return GuideConfig(size=self.size, chunk_size=self.chunk_size, device=self.device, show_progress=False,
-                           flame=self.flame, flame_texture=self.flame_texture)
 
 
 # ----------------------------------------------------------------------------------------------- the whole run
@@ -167,7 +159,8 @@ def _finished_clips(clips_dir: Path) -> list[dict[str, Any]]:
 
 
 def _head_model_name(config: PrepareConfig) -> str:
-    return "flame" if config.guide_config().flame_path() is not None else "mediapipe"
+    config.head.flame_texture_path()  # a missing texture file fails now too
+    return config.head.model_name
 
 
 def _run_clips(todo: dict[str, Path], clips_dir: Path, config: PrepareConfig) -> list[dict[str, str]]:
@@ -231,10 +224,8 @@ class ClipPreparer:
     """Prepares clips one by one with one face tracker and one head model (one per worker process)."""
 
     def __init__(self, config: PrepareConfig) -> None:
-        from magicportrait.pipelines.guide import GuidePipeline
-
         self.config = config
-        self.pipeline = GuidePipeline(config.guide_config())
+        self.head_model = head_model_from_config(config.head)
         self.tracker = FaceTracker(replace(config.tracker, show_progress=False))
 
     def __enter__(self) -> ClipPreparer:
@@ -267,7 +258,7 @@ class ClipPreparer:
             for folder in FRAME_FOLDERS:
                 (stage / folder).mkdir()
             cropped = self._write_crops(video, track, stage / "frames")
-            head = self.pipeline.head_model.fit(cropped.track)
+            head = self.head_model.fit(cropped.track)
             self._write_maps(cropped, head, stage)
             cropped.track.save(stage / "track.npz")
             head.save(stage / "head.npz")
@@ -282,16 +273,15 @@ class ClipPreparer:
 
     def _write_crops(self, video: Path, track: Track, folder: Path) -> CroppedClip:
         """Pass two: crop each frame with its own smoothed box, write it, measure its sharpness."""
-        from magicportrait.pipelines.guide import crop_face
-
-        size, matrices = self.config.size, [crop_matrix(box, self.config.size) for box in track.boxes]
+        size, matrices = self.config.size, np.stack([crop_matrix(box, self.config.size) for box in track.boxes])
+        frames = FrameFolder(folder, track.num_frames)
         texture_index = int(np.flatnonzero(track.detected)[0])
         texture, sharpness, count = None, [], 0
         for index, frame in enumerate(self._frames(video)):
             if index >= track.num_frames:
                 break
             crop = crop_face(frame, track.boxes[index], size)
-            write_png(folder / frame_name(index, track.num_frames), crop)
+            frames.write(index, crop, PNG_COMPRESSION)
             sharpness.append(laplacian_variance(crop))
             if index == texture_index:
                 texture = crop
@@ -299,23 +289,24 @@ class ClipPreparer:
         if count != track.num_frames or texture is None:
             raise InputError(f"{video}: {count} frames decoded on the second pass, {track.num_frames} on the first. "
                              "The file may be damaged; re-export it.")
-        return CroppedClip(track=crop_track_per_frame(track, matrices, size), sharpness=np.asarray(sharpness),
+        return CroppedClip(track=crop_track(track, matrices, size), sharpness=np.asarray(sharpness),
                            texture_index=texture_index, texture=texture)
 
     def _write_maps(self, cropped: CroppedClip, head: HeadTrack, stage: Path) -> None:
         """The clip's own head rendered in each frame's crop, textured (open geometry) by its first face frame."""
-        from magicportrait.pipelines.guide import SourceFace
-
         first = cropped.texture_index
-        source_track = select_frames(cropped.track, slice(first, first + 1))
-        source_head = head.select(slice(first, first + 1))
-        source = SourceFace(crop=cropped.texture, crop_matrix=np.eye(2, 3), track=source_track, head=source_head)
-        source.appearance = self.pipeline.estimate_appearance(cropped.texture, source_track, source_head)
-        index, total = 0, head.num_frames
-        for maps in self.pipeline.render_chunks(source, head):
+        track, head_first = cropped.track.select(slice(first, first + 1)), head.select(slice(first, first + 1))
+        config = self.config
+        appearance = source_appearance(self.head_model, cropped.texture, track, head_first,
+                                       texture_path=config.head.flame_texture_path())
+        source = SourceFace(crop=cropped.texture, crop_matrix=np.eye(2, 3), track=track, head=head_first,
+                            appearance=appearance)
+        folders = {name: FrameFolder(stage / name, head.num_frames) for name in GUIDANCE_NAMES}
+        index = 0
+        for maps in render_guidance(self.head_model, source, head, config.chunk_size, config.device):
             for i in range(len(maps["depth"])):
-                for name in MAP_NAMES:
-                    write_png(stage / name / frame_name(index, total), maps[name][i])
+                for name, folder in folders.items():
+                    folder.write(index, maps[name][i], PNG_COMPRESSION)
                 index += 1
 
     def _entry(self, clip_dir: Path, video: Path, fps: float, track: Track, cropped: CroppedClip) -> dict[str, Any]:
@@ -328,17 +319,6 @@ class ClipPreparer:
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-
-
-def frame_name(index: int, num_frames: int) -> str:
-    """0-based ``index`` -> ``frame_0001.png`` (1-based, at least 4 digits, like the guide stage)."""
-    return f"frame_{index + 1:0{max(4, len(str(num_frames)))}d}.png"
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION,
-                                                                          PNG_COMPRESSION]):
-        raise OSError(f"Could not write {path}")
 
 
 def laplacian_variance(rgb: np.ndarray) -> float:
@@ -361,29 +341,3 @@ def quality_flags(track: Track, sharpness: np.ndarray, config: PrepareConfig) ->
     return {"face_lost_fraction": round(lost, 6),
             "too_small": bool(np.median(face_sides(track)) < config.min_face_px),
             "too_blurry": bool(np.median(sharpness) < config.blur_threshold)}
-
-
-def crop_track_per_frame(track: Track, matrices: list[np.ndarray], size: int) -> Track:
-    """Map each frame's landmarks and box with that frame's own crop matrix (z scales like x and y)."""
-    landmarks = np.stack([transform_points(lm, m) for lm, m in zip(track.landmarks, matrices, strict=True)])
-    boxes = np.stack([transform_points(box, m) for box, m in zip(track.boxes, matrices, strict=True)])
-    return Track(landmarks=landmarks.astype(np.float32), boxes=boxes.astype(np.float32), detected=track.detected,
-                 fps=track.fps, image_size=(size, size), num_faces=track.num_faces, source=track.source)
-
-
-def select_frames(track: Track, index: slice) -> Track:
-    return Track(landmarks=track.landmarks[index], boxes=track.boxes[index], detected=track.detected[index],
-                 fps=track.fps, image_size=track.image_size, num_faces=track.num_faces[index], source=track.source)
-
-
-def load_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read ``DATA_DIR/manifest.json`` (written by :func:`prepare_dataset`), checking its version."""
-    path = Path(data_dir) / "manifest.json"
-    if not path.is_file():
-        raise InputError(f"{path} does not exist. Prepare the dataset first: magicportrait prepare VIDEOS_DIR -o "
-                         f"{data_dir}")
-    manifest = json.loads(path.read_text())
-    if manifest.get("version") != MANIFEST_VERSION:
-        raise InputError(f"{path} has format version {manifest.get('version')}, this version reads "
-                         f"{MANIFEST_VERSION}. Prepare the dataset again.")
-    return manifest

@@ -34,13 +34,13 @@ from tqdm.auto import tqdm
 from magicportrait.errors import CheckpointError, DependencyError, InputError
 from magicportrait.training.config import TrainConfig, load_config
 from magicportrait.training.data import (
-    GUIDANCE_TYPES,
     ResumableSampler,
     Stage1Dataset,
     Stage2Dataset,
     frame_path,
     read_manifest,
 )
+from magicportrait.types import GUIDANCE_NAMES
 
 __all__ = ["MagicPortraitNet", "Trainer", "latest_checkpoint", "main", "train"]
 
@@ -65,7 +65,7 @@ class MagicPortraitNet(nn.Module):
 
     def forward(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, reference_latents: torch.Tensor,
                 maps: dict[str, torch.Tensor], text: torch.Tensor, use_reference: bool) -> torch.Tensor:
-        features = torch.stack([self.guidance_encoders[name](maps[name]) for name in GUIDANCE_TYPES]).sum(0)
+        features = torch.stack([self.guidance_encoders[name](maps[name]) for name in GUIDANCE_NAMES]).sum(0)
         # Banks stay set until the next forward: gradient checkpointing recomputes the readers during backward.
         if use_reference:
             self.fusion.write(reference_latents, text)
@@ -157,7 +157,7 @@ class Trainer:
         reference = ReferenceUNet2DConditionModel.from_unet2d_config(dict(self.unet_config))
         encoders = {name: GuidanceEncoder(guidance_embedding_channels=int(self.unet_config["block_out_channels"][0]),
                                           guidance_input_channels=3, block_out_channels=self._guidance_widths())
-                    for name in GUIDANCE_TYPES}
+                    for name in GUIDANCE_NAMES}
         if stage2:
             load_stage2_weights(denoising, reference, encoders, self.config)
         else:
@@ -232,7 +232,7 @@ class Trainer:
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         text = self.text_embedding.expand(batch_size, -1, -1)
-        maps = {name: batch[name].to(device) for name in GUIDANCE_TYPES}
+        maps = {name: batch[name].to(device) for name in GUIDANCE_NAMES}
         if "target" in batch:
             maps = {name: value.unsqueeze(2) for name, value in maps.items()}
         with self.accelerator.autocast():
@@ -383,14 +383,14 @@ class Trainer:
 
     def _validation_video(self) -> Path:
         from magicportrait.io.video import write_video
-        from magicportrait.pipelines.generation import GenerationConfig, GenerationPipeline
+        from magicportrait.models.generation import GenerationConfig, GenerationPipeline
 
         clip = read_manifest(self.config.data.root)[0]
         count = min(self.config.run.validation_frames, clip.num_frames)
         resolution = self.config.data.resolution
         reference = _read_uint8(frame_path(clip, "frames", 0), resolution)
         maps = {name: np.stack([_read_uint8(frame_path(clip, name, i), resolution) for i in range(count)])
-                for name in GUIDANCE_TYPES}
+                for name in GUIDANCE_NAMES}
         truth = np.stack([_read_uint8(frame_path(clip, "frames", i), resolution) for i in range(count)])
         net = self.accelerator.unwrap_model(self.net)
         pipeline = GenerationPipeline(self.vae, net.reference_unet, net.denoising_unet, dict(net.guidance_encoders),
@@ -413,7 +413,7 @@ def make_training_scheduler(beta_schedule: str = "scaled_linear"):  # -> DDPMSch
     """DDPM training noise: SD-1.5 betas rescaled to zero terminal SNR, v-prediction (Champ's training scheduler)."""
     from diffusers import DDPMScheduler
 
-    from magicportrait.pipelines.generation import SCHEDULER_KWARGS
+    from magicportrait.models.generation import SCHEDULER_KWARGS
 
     kwargs = {key: SCHEDULER_KWARGS[key] for key in ("num_train_timesteps", "beta_start", "beta_end",
                                                      "steps_offset", "clip_sample", "rescale_betas_zero_snr",
@@ -513,7 +513,7 @@ def export_official(state: dict[str, torch.Tensor], directory: Path, with_motion
              "reference_unet.pth": _submodule_state(state, "reference_unet.")}
     if with_motion:
         files["motion_module.pth"] = {k: v for k, v in denoising.items() if "motion_modules." in k}
-    for name in GUIDANCE_TYPES:
+    for name in GUIDANCE_NAMES:
         files[f"guidance_encoder_{name}.pth"] = _submodule_state(state, f"guidance_encoders.{name}.")
     for name, tensors in files.items():
         temporary = directory / f".{name}.tmp"

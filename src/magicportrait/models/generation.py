@@ -8,7 +8,7 @@ released weights give the released behaviour:
 3. The reference UNet runs once, at timestep 0, and its per-block features ("banks") are reused by the denoising
    UNet's spatial self-attention at every step and in every window.
 4. Every DDIM step (v-prediction, zero-terminal-SNR, trailing spacing, eta 0) runs the denoising UNet on each
-   context window (:mod:`magicportrait.pipelines.context`), with the guidance features of the window's frames
+   context window (:mod:`magicportrait.models.context`), with the guidance features of the window's frames
    added after ``conv_in``, and blends the windows' predictions per frame.
 5. Classifier-free guidance: both halves of the batch get the same text and guidance; the first ("unconditional")
    half attends without the reference, so the scale amplifies the appearance conditioning only.
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from magicportrait.config import option
 from magicportrait.errors import InputError
-from magicportrait.pipelines.context import CONTEXT_MODES, ContextMode, ContextWindow, context_windows
+from magicportrait.models.context import CONTEXT_MODES, ContextMode, ContextWindow, context_windows
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDIMScheduler

@@ -1,0 +1,69 @@
+"""The one place that resolves user-supplied asset paths (FLAME, its texture space, the diffusion weights).
+
+Each asset comes from a flag (or a config field; same thing), else from its environment variable, else it is not
+configured. A path that is given but missing is an error that says where the path came from and what to do.
+Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from magicportrait.errors import CheckpointError, InputError
+
+__all__ = ["ASSETS", "Asset", "FLAME", "FLAME_TEXTURE", "MOTION_MODULE", "SD15", "VAE", "WEIGHTS", "asset_value",
+           "resolve_asset"]
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A user-supplied file or folder: its name in messages, flag, environment variable and where to get it."""
+
+    what: str
+    flag: str
+    env: str
+    is_dir: bool
+    hint: str
+    error: type[InputError] = InputError
+
+
+GET_WEIGHTS = ("Get them on a machine with internet: `huggingface-cli download mengtingwei/MagicPortrait "
+               "--local-dir pretrained`, copy `pretrained/` here and pass `--weights pretrained` (or set "
+               "$MAGICPORTRAIT_WEIGHTS). See the README, 'Diffusion weights'.")
+
+FLAME = Asset("FLAME model file", "--flame", "MAGICPORTRAIT_FLAME", False,
+              "Point to the file you downloaded (see the README, 'FLAME'), or unset it to use the open face geometry.")
+FLAME_TEXTURE = Asset("FLAME texture space file", "--flame-texture", "MAGICPORTRAIT_FLAME_TEXTURE", False,
+                      "Download FLAME_texture.npz from https://flame.is.tue.mpg.de and pass its path, or unset it to "
+                      "estimate the albedo from the portrait.")
+WEIGHTS = Asset("diffusion weights folder", "--weights", "MAGICPORTRAIT_WEIGHTS", True, GET_WEIGHTS, CheckpointError)
+SD15 = Asset("Stable Diffusion 1.5 folder", "--sd15", "MAGICPORTRAIT_SD15", True,
+             "Pass the diffusers-format folder with unet/config.json, text_encoder/ and tokenizer/.", CheckpointError)
+VAE = Asset("sd-vae-ft-mse folder", "--vae", "MAGICPORTRAIT_VAE", True,
+            "Pass the diffusers-format folder with config.json.", CheckpointError)
+MOTION_MODULE = Asset("motion module file", "--motion-module", "MAGICPORTRAIT_MOTION_MODULE", False,
+                      "Pass a motion-module checkpoint (e.g. AnimateDiff's mm_sd_v15_v2.ckpt).", CheckpointError)
+ASSETS = (FLAME, FLAME_TEXTURE, WEIGHTS, SD15, VAE, MOTION_MODULE)
+
+
+def asset_value(asset: Asset, value: str | os.PathLike | None) -> tuple[Path | None, str]:
+    """The configured path (given, else the environment's; not checked) and where it came from."""
+    if value:
+        return Path(value).expanduser(), f"given with {asset.flag}"
+    from_env = os.environ.get(asset.env) or None
+    if from_env:
+        return Path(from_env).expanduser(), f"named by ${asset.env}"
+    return None, ""
+
+
+def resolve_asset(asset: Asset, value: str | os.PathLike | None) -> Path | None:
+    """The asset's path (given, else ``$ENV``), checked to exist; None when neither is set."""
+    path, origin = asset_value(asset, value)
+    if path is None:
+        return None
+    if path.is_dir() if asset.is_dir else path.is_file():
+        return path
+    problem = "does not exist" if not path.exists() else f"is not a {'folder' if asset.is_dir else 'file'}"
+    raise asset.error(f"The {asset.what} {origin} {problem}: {path}. {asset.hint}")
