@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from magicportrait.config import option
 from magicportrait.errors import InputError
 from magicportrait.heads import HeadModel
-from magicportrait.io.atomic import ensure_writable_dir, staged_output_dir
+from magicportrait.io.output import output_folder
 from magicportrait.models.release import DEFAULT_PROMPT, WEIGHTS_ENV
 from magicportrait.pipelines.generation import GenerationConfig
 from magicportrait.pipelines.geometric import GeometricConfig
@@ -65,6 +65,8 @@ class AnimateConfig:
                                     "crop goes to result_crop.mp4); off: result.mp4 is the crop.")
     max_output_size: int = option(DEFAULT_MAX_OUTPUT_SIZE, "Longer side of result.mp4 at most, pixels (a larger "
                                                            "source image is scaled down for it).")
+    write_result_frames: bool = option(False, "Also write result.mp4's frames as PNGs in result_frames/, with the "
+                                              "portrait's transparency (RGBA) when it has one.")
     guide: GuideConfig = field(default_factory=GuideConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     geometric: GeometricConfig = field(default_factory=GeometricConfig, metadata={"prefix": "geometric_"})
@@ -168,12 +170,11 @@ class MagicPortraitPipeline:
         return save_release(components, directory, prompt=self.config.prompt)
 
     def run(self, source_path: str | Path, driving_path: str | Path, output_dir: str | Path) -> AnimateResult:
-        from magicportrait.io.image import load_image
+        from magicportrait.io.image import load_alpha, load_image
 
         config = self.config
-        ensure_writable_dir(output_dir)
         guide_config = replace(config.guide, write_frames=True)  # the generator reads the maps back from the PNGs
-        with staged_output_dir(output_dir) as stage:
+        with output_folder(output_dir) as out, out.stage() as stage:
             guided = GuidePipeline(guide_config, self.head_model).run(source_path, driving_path, stage / "guidance")
             reference = load_image(stage / "guidance" / "source.png")
             maps = {name: PngGuidance(stage / "guidance" / name, guided.num_frames) for name in MAP_NAMES}
@@ -182,7 +183,9 @@ class MagicPortraitPipeline:
             audio = _audio_source(driving_path, guide_config)
             writer = ResultWriter(stage, guided.fps, audio, load_image(source_path), reference, guided.crop_matrix,
                                   paste_mode="full" if config.paste_back else None,
-                                  write_grid=config.write_grid, max_output_size=config.max_output_size)
+                                  write_grid=config.write_grid, max_output_size=config.max_output_size,
+                                  write_result_frames=config.write_result_frames,
+                                  source_alpha=load_alpha(source_path) if config.write_result_frames else None)
             preview = stage / "guidance" / "preview.mp4"
             previews = _preview_driving_crops(preview, reference.shape[1], config.write_grid)
             with writer:
@@ -214,23 +217,26 @@ class GeometricPipeline:
         self.frames_per_second: float | None = None  # the generator's own speed in the last run
 
     def run(self, source_path: str | Path, driving_path: str | Path, output_dir: str | Path) -> AnimateResult:
-        from magicportrait.io.image import load_image
+        from magicportrait.io.image import load_alpha, load_image
         from magicportrait.tracking import FaceTracker
 
         config = self.config
-        ensure_writable_dir(output_dir)
-        image = load_image(source_path)
-        with FaceTracker(config.guide.tracker) as tracker:
-            source = self.guide.prepare_source(image, tracker, str(source_path))
-            driving_track = self.guide.track_driving(driving_path, tracker)
-        aligned = self.prepare_motion(source, driving_track)
-        with staged_output_dir(output_dir) as stage:
-            self._save_inputs(stage, source, driving_track, aligned)
-            writer = ResultWriter(stage, driving_track.fps, _audio_source(driving_path, config.guide), image,
-                                  source.crop, source.crop_matrix, paste_mode="changed" if config.paste_back else None,
-                                  write_grid=config.write_grid, max_output_size=config.max_output_size)
-            with writer:
-                self._generate(source, aligned, driving_track, driving_path, writer)
+        with output_folder(output_dir) as out:  # locked, and removed again on failure if it is new
+            image = load_image(source_path)
+            with FaceTracker(config.guide.tracker) as tracker:
+                source = self.guide.prepare_source(image, tracker, str(source_path))
+                driving_track = self.guide.track_driving(driving_path, tracker)
+            aligned = self.prepare_motion(source, driving_track)
+            with out.stage() as stage:
+                self._save_inputs(stage, source, driving_track, aligned)
+                writer = ResultWriter(stage, driving_track.fps, _audio_source(driving_path, config.guide), image,
+                                      source.crop, source.crop_matrix,
+                                      paste_mode="changed" if config.paste_back else None,
+                                      write_grid=config.write_grid, max_output_size=config.max_output_size,
+                                      write_result_frames=config.write_result_frames,
+                                      source_alpha=load_alpha(source_path) if config.write_result_frames else None)
+                with writer:
+                    self._generate(source, aligned, driving_track, driving_path, writer)
         files = {name: Path(name + ".npz") for name in ("track", "source_track", "aligned_head")}
         return _result(output_dir, stage, writer.files, aligned.num_frames, driving_track.fps, "geometric",
                        extra={"source": "source.png", **{name: str(path) for name, path in files.items()}})

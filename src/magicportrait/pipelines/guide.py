@@ -29,7 +29,7 @@ from magicportrait.config import option
 from magicportrait.errors import InputError
 from magicportrait.heads import HeadModel, MediaPipeHeadModel
 from magicportrait.heads.flame_head import FlameFitConfig
-from magicportrait.io.atomic import ensure_writable_dir, staged_output_dir
+from magicportrait.io.output import output_folder
 from magicportrait.rendering.appearance import AppearanceConfig
 from magicportrait.tracking import FaceTracker, TrackerConfig
 from magicportrait.tracking.boxes import crop_matrix, transform_points
@@ -254,23 +254,23 @@ class GuidePipeline:
         from magicportrait.io.image import load_image, save_image
 
         config = self.config
-        ensure_writable_dir(output_dir)  # fail before minutes of tracking, not after
-        image = load_image(source_path)
-        with FaceTracker(config.tracker) as tracker:
-            source = self.prepare_source(image, tracker, str(source_path))
-            driving_track = self.track_driving(driving_path, tracker)
-        aligned = self.align(source, driving_track)  # the tracker has already warned about frames without a face
+        with output_folder(output_dir) as out:  # locked and checked before minutes of tracking, undone on failure
+            image = load_image(source_path)
+            with FaceTracker(config.tracker) as tracker:
+                source = self.prepare_source(image, tracker, str(source_path))
+                driving_track = self.track_driving(driving_path, tracker)
+            aligned = self.align(source, driving_track)  # the tracker has already warned about faceless frames
 
-        with staged_output_dir(output_dir) as stage:
-            files = {"source": stage / "source.png", "track": stage / "track.npz",
-                     "source_track": stage / "source_track.npz", "aligned_head": stage / "aligned_head.npz"}
-            save_image(files["source"], source.crop)
-            driving_track.save(files["track"])
-            source.track.save(files["source_track"])
-            aligned.save(files["aligned_head"])
-            if source.appearance is not None:
-                files["appearance"] = source.appearance.save(stage / "appearance.npz")
-            files.update(self._write_maps(stage, source, aligned, driving_path, driving_track))
+            with out.stage() as stage:
+                files = {"source": stage / "source.png", "track": stage / "track.npz",
+                         "source_track": stage / "source_track.npz", "aligned_head": stage / "aligned_head.npz"}
+                save_image(files["source"], source.crop)
+                driving_track.save(files["track"])
+                source.track.save(files["source_track"])
+                aligned.save(files["aligned_head"])
+                if source.appearance is not None:
+                    files["appearance"] = source.appearance.save(stage / "appearance.npz")
+                files.update(self._write_maps(stage, source, aligned, driving_path, driving_track))
         output_dir = Path(output_dir)
         return GuideResult(output_dir=output_dir, num_frames=aligned.num_frames, fps=driving_track.fps,
                            missing_frames=driving_track.missing_frames.tolist(), head_model=self.head_model.name,
