@@ -74,7 +74,7 @@ def _reenact(config, source: str, driving: str, output: str) -> None:
     print(f"Wrote {result.num_frames} frames at {result.fps:g} fps with the {result.backend} generator to "
           f"{result.output_dir}/")
     for name, path in result.files.items():
-        print(f"  {name:12s} {path}")
+        print(f"  {name:13s} {path}")
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -269,7 +269,8 @@ class OutputFolder:
         names = sorted(set(new) | set(earlier or ()))
         going = [name for name in names if os.path.lexists(self.path / name)]
         if going:
-            logger.info("Replacing the earlier result in %s/ (%s).", self.path, ", ".join(going))
+            shown = ", ".join(going[:6]) + (f" and {len(going) - 6} more" if len(going) > 6 else "")
+            logger.info("Replacing the earlier result in %s/ (%s).", self.path, shown)
         try:
             self._swap(stage, new, going, names, earlier)
         except OSError as exc:
@@ -306,6 +307,7 @@ class OutputFolder:
     def _write_manifest(self, entries: list[str], complete: bool) -> None:
         record = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "entries": entries, "complete": complete,
                   **_this_run(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        del record["started"]  # that of the lock, not of the run: not known here
         with atomic_path(self.path / MANIFEST_NAME) as tmp:
             tmp.write_text(json.dumps(record, indent=1) + "\n")
 
