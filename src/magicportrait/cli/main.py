@@ -37,7 +37,7 @@ def check_output_folder(output: str | os.PathLike, command: str, main_file: str 
         folder = path.with_suffix("")
         inside = f"; it then writes {folder / main_file} among the other files" if main_file else ""
         raise OutputError(f"-o takes a folder: {command} writes several files, so -o {path} would create a "
-                                 f"folder named like a {path.suffix} file. Give a folder, e.g. -o {folder}{inside}.")
+                          f"folder named like a {path.suffix} file. Give a folder, e.g. -o {folder}{inside}.")
     return path
 
 
