@@ -48,7 +48,8 @@ def test_guide_writes_every_output(guided):
     assert Track.load(guided / "track.npz").num_frames == NUM_FRAMES
     assert HeadTrack.load(guided / "aligned_head.npz").num_frames == NUM_FRAMES
     assert cv2.imread(str(guided / "source.png")).shape == (SIZE, SIZE, 3)
-    assert not [p for p in os.listdir(guided) if p.startswith(".")]  # no staging leftovers
+    # no staging leftovers or lock; the hidden record of what the run wrote
+    assert [p for p in os.listdir(guided) if p.startswith(".")] == [".magicportrait-run.json"]
 
 
 def test_maps_follow_the_official_conventions(guided):

@@ -14,11 +14,34 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from magicportrait import __version__
 from magicportrait.cli.args import add_config_arguments, config_from_args
-from magicportrait.errors import MagicPortraitError
+from magicportrait.errors import MagicPortraitError, OutputError
 
 logger = logging.getLogger("magicportrait")
 # generate runs the diffusion generator alone: the tracking, alignment and paste-back options do nothing there.
-GENERATE_SKIPS = ("backend", "paste_back", "max_output_size", "guide", "geometric")
+GENERATE_SKIPS = ("backend", "paste_back", "max_output_size", "write_result_frames", "guide", "geometric")
+# Commands whose -o is a folder, with the file in it a user most likely wants (for the error below).
+FOLDER_OUTPUTS = {"guide": "preview.mp4", "animate": "result.mp4", "demo": "result.mp4", "generate": "result.mp4",
+                  "evaluate": "metrics.md",
+                  "benchmark": "summary.md", "prepare": "manifest.json", "example": "source.png"}
+# Names that look like a file: a folder called result.mp4 would only confuse.
+FILE_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".gif", ".png", ".jpg", ".jpeg", ".webp", ".bmp",
+                 ".tif", ".tiff", ".npz", ".json", ".md")
+
+
+def check_output_folder(output: str | os.PathLike, command: str, main_file: str | None = None) -> Path:
+    """Refuse an ``-o`` for a command that writes a folder when it names a file: an existing file, or a new path
+    ending in a file suffix (``-o result.mp4``). An existing folder is accepted whatever its name."""
+    path = Path(output)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise OutputError(f"-o {path} is a file, but {command} writes a folder. Give a folder path.")
+    if path.suffix.lower() in FILE_SUFFIXES:
+        folder = path.with_suffix("")
+        inside = f"; it then writes {folder / main_file} among the other files" if main_file else ""
+        raise OutputError(f"-o takes a folder: {command} writes several files, so -o {path} would create a "
+                          f"folder named like a {path.suffix} file. Give a folder, e.g. -o {folder}{inside}.")
+    return path
 
 
 def _guide(args: argparse.Namespace) -> None:
@@ -57,7 +80,7 @@ def _print_result(result) -> None:
     print(f"Wrote {result.num_frames} frames at {result.fps:g} fps with the {result.backend} generator to "
           f"{result.output_dir}/")
     for name, path in result.files.items():
-        print(f"  {name:12s} {path}")
+        print(f"  {name:13s} {path}")
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -271,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     try:
+        if args.command in FOLDER_OUTPUTS:  # before any work: a refused -o must not cost minutes of tracking
+            check_output_folder(args.output, args.command, FOLDER_OUTPUTS[args.command])
         args.handler(args)
     except MagicPortraitError as error:
         if args.verbose:

@@ -1,8 +1,13 @@
-"""Outputs appear whole or not at all: write to a temporary name beside the target, rename at the end."""
+"""Outputs appear whole or not at all: write to a temporary name beside the target, rename at the end.
+
+Temporary files and folders are created with the usual modes (0666 / 0777 less the umask, i.e. 0644 / 0755 with
+the common umask 022), not the owner-only 0600 / 0700 of :mod:`tempfile`: they become the user's output files.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -10,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from magicportrait.errors import OutputError
+
+_TRIES = 100  # random names tried before giving up (a clash is already unlikely on the first)
 
 
 def ensure_writable_dir(directory: str | os.PathLike) -> Path:
@@ -24,14 +31,36 @@ def ensure_writable_dir(directory: str | os.PathLike) -> Path:
     return directory
 
 
+def make_temp_file(directory: str | os.PathLike, prefix: str, suffix: str = "") -> Path:
+    """Create a new empty file ``<directory>/<prefix><random><suffix>`` with mode 0666 less the umask."""
+    for _ in range(_TRIES):
+        path = Path(directory) / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666))
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"No free temporary name {prefix}*{suffix} in {directory}")
+
+
+def make_temp_dir(directory: str | os.PathLike, prefix: str) -> Path:
+    """Create a new empty folder ``<directory>/<prefix><random>`` with mode 0777 less the umask."""
+    for _ in range(_TRIES):
+        path = Path(directory) / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"No free temporary folder name {prefix}* in {directory}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary file path in the target's folder; rename it to ``path`` only if the block succeeds."""
     path = Path(path)
     ensure_writable_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=suffix or path.suffix or ".tmp")
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = make_temp_file(path.parent, prefix=f".{path.stem}-", suffix=suffix or path.suffix or ".tmp")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -45,7 +74,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
     ensure_writable_dir(path.parent)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+    tmp = make_temp_dir(path.parent, prefix=f".{path.name}-")
     try:
         yield tmp
         if path.exists():
@@ -58,19 +87,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextmanager
 def staged_output_dir(directory: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty staging folder; on success move each entry it holds into ``directory``.
+    """Yield an empty staging folder; on success its entries replace the earlier result in ``directory``.
 
-    Entries of ``directory`` with the same names are replaced; anything else already there is left alone.
-    On failure the staging folder is deleted and ``directory`` is untouched: no half-written outputs.
+    The folder is locked for the whole block and replaced as a whole (see :mod:`magicportrait.io.output`): entries
+    an earlier run wrote go, the user's own files stay. On failure ``directory`` is untouched (and removed again if
+    this call created it): no half-written outputs. A run that must hold the lock from before its slow work starts
+    uses :func:`magicportrait.io.output.output_folder` and its ``stage()`` instead.
     """
-    directory = ensure_writable_dir(directory)
-    stage = Path(tempfile.mkdtemp(dir=directory, prefix=".staging-"))
-    try:
+    from magicportrait.io.output import output_folder
+
+    with output_folder(directory) as folder, folder.stage() as stage:
         yield stage
-        for entry in sorted(stage.iterdir()):
-            target = directory / entry.name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            os.replace(entry, target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -56,16 +57,43 @@ def resize_long_side(image: np.ndarray, max_size: int | None, *, allow_upscale: 
 def load_image(path: str | os.PathLike, max_size: int | None = None) -> np.ndarray:
     """Load an image file as RGB uint8 (H, W, 3), upright (EXIF orientation applied).
 
-    Transparent pixels are composited onto white; grayscale, palette, 16-bit and CMYK images are converted to
-    8-bit RGB. With ``max_size`` the image is shrunk so that its longer side is at most ``max_size`` pixels.
+    Transparent pixels are composited onto white (logged once per file; :func:`load_alpha` gives the alpha);
+    grayscale, palette, 16-bit and CMYK images are converted to 8-bit RGB. With ``max_size`` the image is shrunk
+    so that its longer side is at most ``max_size`` pixels.
     """
     path = Path(path)
     with _open_image(path) as image:
         _check_image_size(path, *image.size)
         _decode(path, image)
         upright = _exif_upright(path, image)
+        if _alpha_array(upright) is not None:
+            _report_transparency(str(path))
         rgb = _to_rgb_array(upright)
     return resize_long_side(rgb, max_size)
+
+
+def load_alpha(path: str | os.PathLike) -> np.ndarray | None:
+    """The image's alpha channel as uint8 (H, W), upright like :func:`load_image`; None when it has no
+    transparency (no alpha channel, or every pixel opaque)."""
+    path = Path(path)
+    with _open_image(path) as image:
+        _check_image_size(path, *image.size)
+        _decode(path, image)
+        return _alpha_array(_exif_upright(path, image))
+
+
+@functools.lru_cache(maxsize=64)
+def _report_transparency(path: str) -> None:
+    # Cached: a pipeline loads its portrait more than once, the message is wanted once.
+    logger.info("%s has transparency; its transparent background is composited on white for tracking and "
+                "generation.", path)
+
+
+def _alpha_array(image: Image.Image) -> np.ndarray | None:
+    if not (image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)):
+        return None
+    alpha = np.asarray(image.convert("RGBA"))[:, :, 3]
+    return np.ascontiguousarray(alpha) if alpha.min() < 255 else None
 
 
 def save_image(path: str | os.PathLike, rgb: np.ndarray) -> Path:

@@ -38,7 +38,7 @@ from magicportrait.config import option
 from magicportrait.errors import InputError
 from magicportrait.heads import HeadModel, head_model_from_config
 from magicportrait.io.assets import WEIGHTS, asset_value
-from magicportrait.io.atomic import ensure_writable_dir, staged_output_dir
+from magicportrait.io.output import output_folder
 from magicportrait.models.generation import GenerationConfig
 from magicportrait.models.release import DEFAULT_PROMPT
 from magicportrait.pipelines import stages
@@ -71,6 +71,8 @@ class AnimateConfig:
                                     "crop goes to result_crop.mp4); off: result.mp4 is the crop.")
     max_output_size: int = option(DEFAULT_MAX_OUTPUT_SIZE, "Longer side of result.mp4 at most, pixels (a larger "
                                                            "source image is scaled down for it).")
+    write_result_frames: bool = option(False, "Also write result.mp4's frames as PNGs in result_frames/, with the "
+                                              "portrait's transparency (RGBA) when it has one.")
     guide: GuideConfig = field(default_factory=lambda: GuideConfig(write_frames=False))  # maps' PNGs if asked
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     geometric: GeometricConfig = field(default_factory=GeometricConfig, metadata={"prefix": "geometric_"})
@@ -172,31 +174,27 @@ class MagicPortraitPipeline:
     def run(self, source_path: str | Path, driving_path: str | Path | None, output_dir: str | Path,
             motion: str | Path | None = None) -> AnimateResult:
         """Reenact ``source_path`` with ``driving_path``'s motion (or the saved ``motion``) into ``output_dir``."""
-        from magicportrait.io.image import load_image
         from magicportrait.rendering.guidance import RenderedGuidance
 
         config, guide = self.config, self.config.guide
-        ensure_writable_dir(output_dir)
-        source, driving = stages.prepare_inputs(guide, self.head_model, source_path, driving_path, motion)
-        maps = RenderedGuidance(self.head_model, source, driving.aligned, guide.chunk_size, guide.device,
-                                cached_frames=config.generation.context_frames + 2 * guide.chunk_size)
-        with staged_output_dir(output_dir) as stage:
-            stages.save_inputs(stage / "guidance", source, driving)
-            if guide.write_frames:
-                _write_guidance_frames(stage / "guidance", maps)
+        with output_folder(output_dir) as out:  # locked and checked now, before minutes of tracking
+            source, driving = stages.prepare_inputs(guide, self.head_model, source_path, driving_path, motion)
+            maps = RenderedGuidance(self.head_model, source, driving.aligned, guide.chunk_size, guide.device,
+                                    cached_frames=config.generation.context_frames + 2 * guide.chunk_size)
             latents = self.generator.generate_latents(source.crop, maps.loaders(), config.generation,
                                                       driving.aligned.num_frames)
-            audio = stages.audio_source(driving_path, guide)
-            writer = ResultWriter(stage, driving.fps, audio, load_image(source_path), source.crop, source.crop_matrix,
-                                  paste_mode="full" if config.paste_back else None,
-                                  write_grid=config.write_grid, max_output_size=config.max_output_size)
-            crops = stages.driving_crops(driving_path, driving.driving_track, guide, driving.aligned.num_frames)
-            with writer:
-                index = 0
-                for chunk in self.generator.iter_video(latents, config.generation.decode_chunk):
-                    for frame in chunk:
-                        writer.write(frame, [next(crops), *maps.frame(index)] if config.write_grid else [])
-                        index += 1
+            with out.stage() as stage:
+                stages.save_inputs(stage / "guidance", source, driving)
+                if guide.write_frames:
+                    _write_guidance_frames(stage / "guidance", maps)
+                writer = _result_writer(config, stage, source_path, source, driving, driving_path, "full")
+                crops = stages.driving_crops(driving_path, driving.driving_track, guide, driving.aligned.num_frames)
+                with writer:
+                    index = 0
+                    for chunk in self.generator.iter_video(latents, config.generation.decode_chunk):
+                        for frame in chunk:
+                            writer.write(frame, [next(crops), *maps.frame(index)] if config.write_grid else [])
+                            index += 1
         return _result(output_dir, stage, writer.files, driving.aligned.num_frames, driving.fps, "diffusion",
                        extra={"guidance": "guidance"})
 
@@ -208,36 +206,55 @@ class MagicPortraitPipeline:
         ``reference`` defaults to the folder's ``source.png``; ``fps`` to the folder's ``aligned_head.npz``, else
         24 (the official release's output rate).
         """
-        from magicportrait.io.frames import GuidanceFolder
-        from magicportrait.io.image import load_image
-
         config = self.config
-        ensure_writable_dir(output_dir)
-        folder = GuidanceFolder(guidance_dir)
-        reference_path = reference or folder.reference
-        if reference_path is None:
-            raise InputError(f"{guidance_dir} holds no source.png: give the reference portrait crop with --reference.")
-        image = load_image(reference_path)
-        if image.shape[:2] != folder.size:
-            import cv2
-
-            logger.info("Resizing the reference %dx%d to the guidance size %dx%d.", image.shape[1], image.shape[0],
-                        folder.size[1], folder.size[0])
-            image = cv2.resize(image, folder.size[::-1], interpolation=cv2.INTER_AREA)
-        fps = fps or _folder_fps(folder.root)
-        loaders = folder.loaders()
-        with staged_output_dir(output_dir) as stage:
+        with output_folder(output_dir) as out:
+            folder, image = _guidance_inputs(guidance_dir, reference)
+            fps = fps or _folder_fps(folder.root)
+            loaders = folder.loaders()
             latents = self.generator.generate_latents(image, loaders, config.generation, folder.num_frames)
-            writer = ResultWriter(stage, fps, None, image, image, np.eye(2, 3), paste_mode=None,
-                                  write_grid=config.write_grid, max_output_size=config.max_output_size)
-            with writer:
-                index = 0
-                for chunk in self.generator.iter_video(latents, config.generation.decode_chunk):
-                    for frame in chunk:
-                        panels = [loaders[name](index, index + 1)[0] for name in GUIDANCE_NAMES]
-                        writer.write(frame, panels if config.write_grid else [])
-                        index += 1
+            with out.stage() as stage:
+                writer = ResultWriter(stage, fps, None, image, image, np.eye(2, 3), paste_mode=None,
+                                      write_grid=config.write_grid, max_output_size=config.max_output_size)
+                with writer:
+                    index = 0
+                    for chunk in self.generator.iter_video(latents, config.generation.decode_chunk):
+                        for frame in chunk:
+                            panels = [loaders[name](index, index + 1)[0] for name in GUIDANCE_NAMES]
+                            writer.write(frame, panels if config.write_grid else [])
+                            index += 1
         return _result(output_dir, stage, writer.files, folder.num_frames, fps, "diffusion", extra={})
+
+
+def _guidance_inputs(guidance_dir: str | Path, reference: str | Path | None):
+    """The guidance folder, checked, and the reference image at its size."""
+    from magicportrait.io.frames import GuidanceFolder
+    from magicportrait.io.image import load_image
+
+    folder = GuidanceFolder(guidance_dir)
+    reference_path = reference or folder.reference
+    if reference_path is None:
+        raise InputError(f"{guidance_dir} holds no source.png: give the reference portrait crop with --reference.")
+    image = load_image(reference_path)
+    if image.shape[:2] != folder.size:
+        import cv2
+
+        logger.info("Resizing the reference %dx%d to the guidance size %dx%d.", image.shape[1], image.shape[0],
+                    folder.size[1], folder.size[0])
+        image = cv2.resize(image, folder.size[::-1], interpolation=cv2.INTER_AREA)
+    return folder, image
+
+
+def _result_writer(config: AnimateConfig, stage: Path, source_path: str | Path, source: SourceFace,
+                   motion: stages.Motion, driving_path: str | Path | None, paste_mode: str) -> ResultWriter:
+    """The writer of result.mp4 (pasted back with ``paste_mode``), result_crop.mp4, grid.mp4 and result frames."""
+    from magicportrait.io.image import load_alpha, load_image
+
+    alpha = load_alpha(source_path) if config.write_result_frames else None
+    return ResultWriter(stage, motion.fps, stages.audio_source(driving_path, config.guide), load_image(source_path),
+                        source.crop, source.crop_matrix, paste_mode=paste_mode if config.paste_back else None,
+                        write_grid=config.write_grid, max_output_size=config.max_output_size,
+                        write_result_frames=config.write_result_frames, source_alpha=alpha,
+                        num_frames=motion.aligned.num_frames)
 
 
 def _folder_fps(root: Path) -> float:
@@ -272,20 +289,15 @@ class GeometricPipeline:
     def run(self, source_path: str | Path, driving_path: str | Path | None, output_dir: str | Path,
             motion: str | Path | None = None) -> AnimateResult:
         """Reenact ``source_path`` with ``driving_path``'s motion (or the saved ``motion``) into ``output_dir``."""
-        from magicportrait.io.image import load_image
-
         config = self.config
-        ensure_writable_dir(output_dir)
-        source, driving = stages.prepare_inputs(config.guide, self.head_model, source_path, driving_path, motion)
-        driving = self.limit_motion(source, driving)
-        with staged_output_dir(output_dir) as stage:
-            files = stages.save_inputs(stage, source, driving)
-            writer = ResultWriter(stage, driving.fps, stages.audio_source(driving_path, config.guide),
-                                  load_image(source_path), source.crop, source.crop_matrix,
-                                  paste_mode="changed" if config.paste_back else None,
-                                  write_grid=config.write_grid, max_output_size=config.max_output_size)
-            with writer:
-                self._generate(source, driving, driving_path, writer)
+        with output_folder(output_dir) as out:  # locked and checked now, before minutes of tracking
+            source, driving = stages.prepare_inputs(config.guide, self.head_model, source_path, driving_path, motion)
+            driving = self.limit_motion(source, driving)
+            with out.stage() as stage:
+                files = stages.save_inputs(stage, source, driving)
+                writer = _result_writer(config, stage, source_path, source, driving, driving_path, "changed")
+                with writer:
+                    self._generate(source, driving, driving_path, writer)
         return _result(output_dir, stage, {**writer.files, **files}, driving.aligned.num_frames, driving.fps,
                        "geometric", extra={})
 

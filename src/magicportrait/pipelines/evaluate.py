@@ -54,19 +54,21 @@ def evaluate_files(generated: str | Path, driving: str | Path, source: str | Pat
                    output_dir: str | Path, config: EvaluationConfig | None = None,
                    evaluator: Evaluator | None = None) -> tuple[EvaluationReport, dict[str, Path]]:
     """Evaluate files and write the report into ``output_dir``; returns the report and the written files."""
-    from magicportrait.io.atomic import ensure_writable_dir
     from magicportrait.io.image import load_image
+    from magicportrait.io.output import output_folder
 
     config = config or EvaluationConfig()
-    ensure_writable_dir(output_dir)
-    generated_frames, fps = read_frames(generated, config.max_frames)
-    driving_frames, _ = read_frames(driving, config.max_frames)
-    truth = read_frames(ground_truth, config.max_frames)[0] if ground_truth is not None else None
-    evaluator = evaluator or Evaluator(config)
-    report = evaluator.evaluate(generated_frames, driving_frames, load_image(source), truth, fps=fps)
-    report.info["inputs"] = {"generated": str(generated), "driving": str(driving), "source": str(source),
-                             "ground_truth": None if ground_truth is None else str(ground_truth)}
-    return report, report.save(output_dir, plots=config.write_plots)
+    with output_folder(output_dir) as out:  # locked, and removed again on failure if it is new
+        generated_frames, fps = read_frames(generated, config.max_frames)
+        driving_frames, _ = read_frames(driving, config.max_frames)
+        truth = read_frames(ground_truth, config.max_frames)[0] if ground_truth is not None else None
+        evaluator = evaluator or Evaluator(config)
+        report = evaluator.evaluate(generated_frames, driving_frames, load_image(source), truth, fps=fps)
+        report.info["inputs"] = {"generated": str(generated), "driving": str(driving), "source": str(source),
+                                 "ground_truth": None if ground_truth is None else str(ground_truth)}
+        with out.stage() as stage:
+            files = report.save(stage, plots=config.write_plots)
+    return report, {name: Path(output_dir) / path.relative_to(stage) for name, path in files.items()}
 
 
 def find_clips(folder: str | Path) -> list[Path]:

@@ -26,8 +26,8 @@ from magicportrait.alignment import AlignmentConfig
 from magicportrait.config import option
 from magicportrait.errors import InputError
 from magicportrait.heads import HeadModel, HeadModelConfig, head_model_from_config
-from magicportrait.io.atomic import ensure_writable_dir, staged_output_dir
 from magicportrait.io.frames import FrameFolder
+from magicportrait.io.output import output_folder
 from magicportrait.pipelines import stages
 from magicportrait.rendering.appearance import AppearanceConfig
 from magicportrait.rendering.guidance import render_guidance
@@ -94,11 +94,11 @@ class GuidePipeline:
     def run(self, source_path: str | Path, driving_path: str | Path | None, output_dir: str | Path,
             motion: str | Path | None = None) -> GuideResult:
         config = self.config
-        ensure_writable_dir(output_dir)  # fail before minutes of tracking, not after
-        source, driving = stages.prepare_inputs(config, self.head_model, source_path, driving_path, motion)
-        with staged_output_dir(output_dir) as stage:
-            files = stages.save_inputs(stage, source, driving)
-            files.update(self._write_maps(stage, source, driving, driving_path))
+        with output_folder(output_dir) as out:  # locked and checked now, before minutes of tracking
+            source, driving = stages.prepare_inputs(config, self.head_model, source_path, driving_path, motion)
+            with out.stage() as stage:
+                files = stages.save_inputs(stage, source, driving)
+                files.update(self._write_maps(stage, source, driving, driving_path))
         output_dir = Path(output_dir)
         missing = [] if driving.driving_track is None else driving.driving_track.missing_frames.tolist()
         return GuideResult(output_dir=output_dir, num_frames=driving.aligned.num_frames, fps=driving.fps,

@@ -1,5 +1,6 @@
 """The reenactment outputs shared by both generators: ``result.mp4`` (pasted back into the full source frame),
-``result_crop.mp4`` (the face crop the generator made) and ``grid.mp4`` (source | driving | guidance | result)."""
+``result_crop.mp4`` (the face crop the generator made), ``grid.mp4`` (source | driving | guidance | result) and,
+when asked, ``result_frames/`` (result.mp4's frames as PNGs, with the portrait's alpha when it has one)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from magicportrait.io.frames import frame_name
 
 DEFAULT_MAX_OUTPUT_SIZE = 1920
 
@@ -42,11 +45,17 @@ class ResultWriter:
             (the whole crop, feathered at its border; diffusion backend); None: no paste-back, result.mp4 is the crop.
         write_grid: also write grid.mp4.
         max_output_size: longer side of result.mp4 at most (the source image is downscaled if larger).
+        write_result_frames: also write result.mp4's frames as ``result_frames/frame_0001.png``, ...
+        source_alpha: the source image's alpha `(H, W)` uint8, or None; with it the PNG frames are RGBA, their
+            alpha the source's, resized like the output frame (warped like the crop without paste-back).
+        num_frames: the video's length, if known: it sets the width of the frame files' numbers.
     """
 
     def __init__(self, stage: Path, fps: float, audio: str | Path | None, source_image: np.ndarray,
                  source_crop: np.ndarray, crop_matrix: np.ndarray, *, paste_mode: str | None = "changed",
-                 write_grid: bool = True, max_output_size: int = DEFAULT_MAX_OUTPUT_SIZE) -> None:
+                 write_grid: bool = True, max_output_size: int = DEFAULT_MAX_OUTPUT_SIZE,
+                 write_result_frames: bool = False, source_alpha: np.ndarray | None = None,
+                 num_frames: int = 0) -> None:
         from magicportrait.compositing import PasteBack
 
         self.stage, self.fps, self.audio = Path(stage), fps, audio
@@ -61,6 +70,11 @@ class ResultWriter:
             self.files["result_crop"] = self.stage / "result_crop.mp4"
         if write_grid:
             self.files["grid"] = self.stage / "grid.mp4"
+        self.frames_dir = self.stage / "result_frames" if write_result_frames else None
+        self.total_frames = num_frames  # the length of the video, for the frame files' names
+        self.alpha = None
+        if self.frames_dir is not None and source_alpha is not None:
+            self.alpha = self._output_alpha(source_alpha, crop_matrix, source_crop.shape[0], max_output_size)
         self.num_frames = 0
         self._stack: ExitStack | None = None
 
@@ -70,6 +84,9 @@ class ResultWriter:
         self._stack = ExitStack().__enter__()
         self._writers = {name: self._stack.enter_context(VideoWriter(path, self.fps, audio_from=self.audio))
                          for name, path in self.files.items()}
+        if self.frames_dir is not None:
+            self.frames_dir.mkdir(exist_ok=True)
+            self.files["result_frames"] = self.frames_dir
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -80,11 +97,30 @@ class ResultWriter:
         """Add one frame: the generator's crop, and the grid's middle panels (driving crop, guidance maps)."""
         if self.paste is not None:
             reference = self.source_crop if self.paste.mode == "changed" else None
-            self._writers["result"].write(self.paste.paste(self.frame, result_crop, reference))
+            result = self.paste.paste(self.frame, result_crop, reference)
             self._writers["result_crop"].write(result_crop)
         else:
-            self._writers["result"].write(result_crop)
+            result = result_crop
+        self._writers["result"].write(result)
+        if self.frames_dir is not None:
+            self._write_png(result)
         if self.write_grid:
             self._writers["grid"].write(np.concatenate([self.source_crop, *panels, result_crop], axis=1))
         self.num_frames += 1
 
+
+    def _output_alpha(self, alpha: np.ndarray, crop_matrix: np.ndarray, crop_size: int, max_size: int) -> np.ndarray:
+        """The source alpha on result.mp4's frame: resized like the frame, or warped like the crop."""
+        if self.paste is not None:
+            return output_frame(np.asarray(alpha, np.uint8), crop_matrix, max_size)[0]
+        return cv2.warpAffine(np.asarray(alpha, np.uint8), np.asarray(crop_matrix, np.float64)[:2],
+                              (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def _write_png(self, rgb: np.ndarray) -> None:
+        path = self.frames_dir / frame_name(self.num_frames, self.total_frames)
+        if self.alpha is not None:
+            image = cv2.cvtColor(np.dstack([rgb, self.alpha]), cv2.COLOR_RGBA2BGRA)
+        else:
+            image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        if not cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+            raise OSError(f"Could not write {path}")
