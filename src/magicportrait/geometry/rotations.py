@@ -70,17 +70,6 @@ def quaternion_to_axis_angle(quaternion: np.ndarray) -> np.ndarray:
     return q[..., 1:] * scale
 
 
-def quaternion_to_matrix(quaternion: np.ndarray) -> np.ndarray:
-    """`(..., 4)` quaternions (w, x, y, z), normalised here -> `(..., 3, 3)`."""
-    q = np.asarray(quaternion, dtype=np.float64)
-    w, x, y, z = np.moveaxis(q / np.linalg.norm(q, axis=-1, keepdims=True), -1, 0)
-    return np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
-    ], axis=-1).reshape(*q.shape[:-1], 3, 3)
-
-
 def matrix_to_euler_degrees(matrix: np.ndarray) -> np.ndarray:
     """`(..., 3, 3)` -> `(..., 3)` (yaw, pitch, roll) in degrees, for reporting.
 

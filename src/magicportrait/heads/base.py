@@ -1,4 +1,5 @@
-"""The interface every head model implements (the open MediaPipe geometry now, FLAME later)."""
+"""The interface every head model implements (the open MediaPipe geometry and FLAME), and the cameras that pose
+and project their vertices."""
 
 from __future__ import annotations
 

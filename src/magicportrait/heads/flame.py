@@ -49,14 +49,6 @@ def flame_to_model_frame(points):
     return np.asarray(points) * np.array([1.0, -1.0, -1.0])
 
 
-def flame_axis_angle_to_model_frame(axis_angle):
-    """A rotation `(..., 3)` axis-angle expressed in FLAME's frame -> the same rotation in the model frame.
-
-    ``FLAME_TO_IMAGE`` is itself a rotation, so ``C R C^T`` is the rotation about the mapped axis ``C @ axis``.
-    """
-    return flame_to_model_frame(axis_angle)
-
-
 class FlameModel(torch.nn.Module):
     """FLAME with its arrays as (non-trainable) buffers; ``forward`` is batched LBS with pose correctives.
 

@@ -70,7 +70,7 @@ def make_scheduler() -> DDIMScheduler:
 
 @dataclass
 class GenerationConfig:
-    """Options of the diffusion sampler (the CLI's ``generate`` flags)."""
+    """Options of the diffusion sampler (the sampler flags of ``animate`` and ``generate``)."""
 
     steps: int = option(20, "DDIM denoising steps (the official release: 20).")
     guidance_scale: float = option(3.5, "Classifier-free guidance scale on the reference appearance; <= 1 "
