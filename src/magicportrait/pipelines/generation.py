@@ -112,6 +112,7 @@ class GenerationConfig:
         check_range(self, "guidance_scale", 0)
         check_at_least(self, 1, "context_frames", "guidance_chunk", "decode_chunk")
         check_range(self, "context_overlap", 0, self.context_frames - 1)
+        check_range(self, "seed", -2 ** 63, 2 ** 64 - 1)  # what torch.Generator.manual_seed takes
         check_device(self)
 
     @property
