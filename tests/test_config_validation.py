@@ -131,6 +131,8 @@ def test_range_messages():
     with pytest.raises(InputError, match=r"^--value must be greater than 5, got 5\.$"):
         check_range(config, "value", 5, low_open=True)
     check_range(config, "value", 5, 5)
+    with pytest.raises(InputError, match=r"^--value must be at most 0\.2, got 0\.2000001\.$"):  # not rounded
+        check_range(SimpleNamespace(value=0.2000001), "value", high=0.2)
     check_range(SimpleNamespace(value=None), "value", 1)  # an unset optional passes
 
 

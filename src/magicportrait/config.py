@@ -55,8 +55,9 @@ def field_flag(config: Any, name: str) -> str:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
+    if isinstance(value, float):  # 2.0 -> "2", but never rounded: 0.2000001 stays itself
+        short = f"{value:g}"
+        return short if math.isnan(value) or float(short) == value else repr(value)
     return repr(value) if isinstance(value, str) else str(value)
 
 
