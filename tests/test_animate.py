@@ -12,8 +12,7 @@ from magicportrait.pipelines.example import write_example
 
 NUM_FRAMES = 14  # two context windows of 12 (the second wraps around), like the official run
 SIZE = 128
-FAST = ["--size", str(SIZE), "--steps", "2", "--max-frames", str(NUM_FRAMES), "--no-show-progress",
-        "--no-write-preview"]
+FAST = ["--size", str(SIZE), "--steps", "2", "--max-frames", str(NUM_FRAMES), "--no-show-progress"]
 
 
 @pytest.fixture(scope="module")

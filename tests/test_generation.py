@@ -92,7 +92,7 @@ def test_context_window_arguments_are_checked() -> None:
         context_windows(30, 12, 12)
     with pytest.raises(ValueError, match="mode"):
         context_windows(30, 12, mode="spiral")
-    with pytest.raises(InputError, match="context_overlap"):
+    with pytest.raises(InputError, match="--context-overlap"):
         GenerationConfig(context_overlap=12)
 
 

@@ -207,7 +207,7 @@ def test_demo_command(tmp_path, capsys):
 def test_geometric_options_are_checked():
     from magicportrait.errors import InputError
 
-    with pytest.raises(InputError, match="warp_inner"):
+    with pytest.raises(InputError, match="--geometric-warp-inner"):
         GeometricConfig(warp_inner=3.0, warp_outer=2.0)
     with pytest.raises(InputError, match="feather"):
         GeometricConfig(feather=0.5)

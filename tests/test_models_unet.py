@@ -13,6 +13,7 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
+from magicportrait.errors import CheckpointError
 from magicportrait.models.motion_module import VanillaTemporalModule
 from magicportrait.models.reference_attention import ReferenceFusion
 from magicportrait.models.reference_unet import ReferenceUNet2DConditionModel
@@ -225,7 +226,7 @@ def test_fresh_motion_module_is_the_identity():
     "setting", [{"use_inflated_groupnorm": False}, {"motion_module_type": "Conv"}, {"class_embed_type": "timestep"}]
 )
 def test_unsupported_settings_are_refused(setting):
-    with pytest.raises(ValueError):
+    with pytest.raises(CheckpointError, match="UNet setting"):  # a user's weights folder: one error line
         UNet3DConditionModel.from_unet2d_config(TINY_UNET2D_CONFIG, **setting)
 
 

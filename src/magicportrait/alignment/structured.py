@@ -18,11 +18,12 @@ Driving parameters are smoothed over time before the transfer (``smoothing`` 0 =
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from magicportrait.config import option
+from magicportrait.config import MOTION, check_at_least, check_choices, check_range, flag, option
+from magicportrait.errors import InputError
 from magicportrait.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from magicportrait.tracking.smoothing import smooth, smooth_rotations
 from magicportrait.types import HeadTrack
@@ -31,6 +32,8 @@ from magicportrait.types import HeadTrack
 @dataclass
 class AlignmentConfig:
     """How the driving motion is put on the source face."""
+
+    cli_group: ClassVar[str] = MOTION
 
     pose_mode: Literal["relative", "absolute"] = option(
         "relative", "relative: the driving head's motion since its reference frame, on top of the source pose; "
@@ -45,6 +48,11 @@ class AlignmentConfig:
     smoothing: float = option(0.5, "Temporal smoothing of the driving motion, 0 (off) to 1 (strongest).")
     smoothing_method: Literal["savgol", "one_euro", "none"] = option(
         "savgol", "savgol: zero-lag Savitzky-Golay; one_euro: causal One-Euro filter.")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        check_at_least(self, 0, "reference_frame", "expression_scale")
+        check_range(self, "smoothing", 0, 1)
 
 
 def smooth_head_track(head: HeadTrack, strength: float, method: str = "savgol") -> HeadTrack:
@@ -86,8 +94,8 @@ def align_to_source(source: HeadTrack, driving: HeadTrack, config: AlignmentConf
     if source.camera != driving.camera:
         raise ValueError(f"Source ({source.camera}) and driving ({driving.camera}) use different cameras.")
     if not 0 <= config.reference_frame < driving.num_frames:
-        raise ValueError(f"reference_frame {config.reference_frame} is outside the driving video "
-                         f"(0..{driving.num_frames - 1}).")
+        raise InputError(f"{flag('reference_frame')} {config.reference_frame} is outside the driving video "
+                         f"(frames 0..{driving.num_frames - 1}).")
     driving = smooth_head_track(driving, config.smoothing, config.smoothing_method)
     source_rotation = axis_angle_to_matrix(source.rotation[0])
     driving_rotation = axis_angle_to_matrix(driving.rotation)

@@ -13,7 +13,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from magicportrait import __version__
-from magicportrait.cli.args import add_config_arguments, config_from_args
+from magicportrait.cli.args import add_config_arguments, argument_group, config_from_args, positive_int
+from magicportrait.config import INPUT, OUTPUT
+from magicportrait.console import NORMAL, QUIET, VERBOSE, console
 from magicportrait.errors import MagicPortraitError, OutputError
 
 logger = logging.getLogger("magicportrait")
@@ -47,8 +49,8 @@ def check_output_folder(output: str | os.PathLike, command: str, main_file: str 
 def _guide(args: argparse.Namespace) -> None:
     from magicportrait.pipelines.guide import GuideConfig, GuidePipeline
 
+    config = config_from_args(GuideConfig, args)  # bad options fail before anything is written
     source, driving = _inputs(args)
-    config = config_from_args(GuideConfig, args)
     result = GuidePipeline(config).run(source, driving, args.output, motion=args.motion)
     model = "FLAME" if result.head_model == "flame" else "the open face geometry (no FLAME file given)"
     print(f"Wrote {result.num_frames} frames of depth/normal/render guidance at {result.fps:g} fps to "
@@ -62,17 +64,19 @@ def _guide(args: argparse.Namespace) -> None:
 def _animate(args: argparse.Namespace) -> None:
     from magicportrait.pipelines.animate import AnimateConfig
 
-    source, driving = _inputs(args)
     config = config_from_args(AnimateConfig, args)
-    _reenact(config, source, driving, args.output, motion=args.motion)
+    source, driving = _inputs(args)
+    _reenact(config, source, driving, args.output, args.quiet, motion=args.motion)
 
 
-def _reenact(config, source: str, driving: str | None, output: str, motion: str | None = None) -> None:
+def _reenact(config, source: str, driving: str | None, output: str, quiet: bool = False,
+             motion: str | None = None) -> None:
     from magicportrait.pipelines.animate import load_pipeline
 
     backend = config.resolved_backend()
-    print(f"Generator: {backend}" + ("" if backend == "diffusion" else
-                                     " (no weights needed; give --weights DIR for the diffusion model)"))
+    if not quiet:
+        print(f"Generator: {backend}" + ("" if backend == "diffusion" else
+                                         " (no weights needed; give --weights DIR for the diffusion model)"))
     _print_result(load_pipeline(config).run(source, driving, output, motion=motion))
 
 
@@ -99,7 +103,7 @@ def _demo(args: argparse.Namespace) -> None:
     config = config_from_args(AnimateConfig, args)
     source, driving = _inputs(argparse.Namespace(source=None, driving=None, example=True, output=args.output,
                                                  command="demo", motion=None))
-    _reenact(config, source, driving, args.output)
+    _reenact(config, source, driving, args.output, args.quiet)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -140,7 +144,7 @@ def _prepare(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from magicportrait.training.trainer import train
 
-    output = train(args.config, args.set)
+    output = train(args.config, [*args.set, *(["run.show_progress=false"] if args.quiet else [])])
     print(f"Training finished; checkpoints (official file layout) and logs in {output}/")
 
 
@@ -189,13 +193,34 @@ def _example(args: argparse.Namespace) -> None:
 
 
 def _add_inputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", "-s", help="Portrait image (jpg/png/webp).")
-    parser.add_argument("--driving", "-d", help="Driving video (mp4/mov/webm/avi/mkv).")
-    parser.add_argument("--motion", "-m", help="A saved aligned head track (aligned_head.npz of an earlier guide / "
+    inputs = argument_group(parser, INPUT)
+    inputs.add_argument("--source", "-s", help="Portrait image (jpg/png/webp).")
+    inputs.add_argument("--driving", "-d", help="Driving video (mp4/mov/webm/avi/mkv).")
+    inputs.add_argument("--motion", "-m", help="A saved aligned head track (aligned_head.npz of an earlier guide / "
                         "animate run of this portrait, possibly edited) to use instead of tracking --driving; "
                         "--driving is then optional (its audio and face crops are used when given).")
-    parser.add_argument("--example", action="store_true", help="Use the bundled example portrait and video.")
-    parser.add_argument("--output", "-o", required=True, help="Output folder.")
+    inputs.add_argument("--example", action="store_true", help="Use the bundled example portrait and video.")
+    argument_group(parser, OUTPUT).add_argument("--output", "-o", required=True, help="Output folder.")
+
+
+def _add_console_flags(parser: argparse.ArgumentParser, default: object = NORMAL) -> None:
+    """-v / -q, before or after the command (a subcommand's default must not overwrite the main parser's)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=VERBOSE, default=default,
+                       help="Show debug messages, the libraries' log lines and warnings, and tracebacks.")
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=QUIET, default=default,
+                       help="Print only errors and the final summary (no progress bars, no INFO messages).")
+
+
+# Short usage lines: --help lists the options in sections.
+PAIR_USAGE = "%(prog)s (--source IMAGE (--driving VIDEO | --motion FILE) | --example) -o DIR [options]"
+USAGES = {"guide": PAIR_USAGE, "animate": PAIR_USAGE, "track": "%(prog)s INPUT -o TRACK.npz [options]",
+          "demo": "%(prog)s [-o DIR] [options]",
+          "generate": "%(prog)s --guidance DIR -o DIR [--reference IMAGE] [options]",
+          "evaluate": "%(prog)s -p PRED -d DRIVING -s SOURCE [--gt GT] -o DIR [options]",
+          "benchmark": "%(prog)s CLIPS -o DIR [options]", "prepare": "%(prog)s VIDEOS -o DATA_DIR [options]"}
+# Flags of a config that do nothing for a command: not offered there.
+NOT_FOR_ANIMATE = ("write_preview",)  # the generators write their own grid.mp4 (a guide-only preview otherwise)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="magicportrait", description=__doc__)
     parser.add_argument("--version", action="version", version=f"magicportrait {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="Show debug messages and tracebacks.")
+    _add_console_flags(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     guide = commands.add_parser("guide", help="Render depth/normal/render guidance of the source face performing "
@@ -218,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     animate = commands.add_parser("animate", help="Reenact the portrait with the driving video's motion: the "
                                   "diffusion generator with --weights DIR, else the instant geometric one.")
     _add_inputs(animate)
-    add_config_arguments(animate, AnimateConfig)
+    add_config_arguments(animate, AnimateConfig, skip=NOT_FOR_ANIMATE)
     animate.set_defaults(handler=_animate)
 
     generate = commands.add_parser("generate", help="The diffusion generator alone on a guidance folder (guide's "
@@ -233,38 +258,43 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(handler=_generate)
 
     track = commands.add_parser("track", help="Track the face in a video (or image) and save a Track .npz.")
-    track.add_argument("input", help="Video or image file.")
-    track.add_argument("--output", "-o", required=True, help="Output .npz file.")
-    track.add_argument("--max-frames", type=int, default=None, help="Track only the first N frames.")
-    track.add_argument("--max-size", type=int, default=1280, help="Downscale frames to this longer side.")
+    inputs = argument_group(track, INPUT)
+    inputs.add_argument("input", help="Video or image file.")
+    inputs.add_argument("--max-frames", type=positive_int, default=None, help="Track only the first N frames.")
+    inputs.add_argument("--max-size", type=positive_int, default=1280, help="Downscale frames to this longer side.")
+    argument_group(track, OUTPUT).add_argument("--output", "-o", required=True, help="Output .npz file.")
     add_config_arguments(track, TrackerConfig)
     track.set_defaults(handler=_track)
 
     demo = commands.add_parser("demo", help="Run the whole main job on the bundled example: writes result.mp4 and "
                                "grid.mp4 (the geometric generator unless diffusion weights are configured).")
-    demo.add_argument("--output", "-o", default="outputs/demo", help="Output folder (default: outputs/demo).")
-    add_config_arguments(demo, AnimateConfig)
+    argument_group(demo, OUTPUT).add_argument("--output", "-o", default="outputs/demo",
+                                              help="Output folder (default: outputs/demo).")
+    add_config_arguments(demo, AnimateConfig, skip=NOT_FOR_ANIMATE)
     demo.set_defaults(handler=_demo)
 
     evaluate = commands.add_parser("evaluate", help="The paper's metrics (CSIM, LPIPS, FID, FVD, APD, AED, ...) of a "
                                    "generated video; writes metrics.json, metrics.md and per-frame plots.")
-    evaluate.add_argument("--pred", "-p", required=True, help="Generated video, folder of frames, or a "
-                          "magicportrait output folder (its result.mp4).")
-    evaluate.add_argument("--driving", "-d", required=True, help="The driving video it was made from.")
-    evaluate.add_argument("--source", "-s", required=True, help="The source portrait.")
-    evaluate.add_argument("--gt", help="Ground truth (self-reenactment): adds LPIPS, PSNR, SSIM and LMD.")
-    evaluate.add_argument("--output", "-o", required=True, help="Output folder for the report.")
+    inputs = argument_group(evaluate, INPUT)
+    inputs.add_argument("--pred", "-p", required=True, help="Generated video, folder of frames, or a magicportrait "
+                        "output folder (its result.mp4).")
+    inputs.add_argument("--driving", "-d", required=True, help="The driving video it was made from.")
+    inputs.add_argument("--source", "-s", required=True, help="The source portrait.")
+    inputs.add_argument("--gt", help="Ground truth (self-reenactment): adds LPIPS, PSNR, SSIM and LMD.")
+    argument_group(evaluate, OUTPUT).add_argument("--output", "-o", required=True,
+                                                  help="Output folder for the report.")
     add_config_arguments(evaluate, EvaluationConfig)
     evaluate.set_defaults(handler=_evaluate)
 
     benchmark = commands.add_parser("benchmark", help="Self-reenactment protocol on a folder of clips: first frame "
                                     "as source, the clip as driving video and ground truth; reenact and evaluate "
                                     "each, then summarise.")
-    benchmark.add_argument("clips", help="Folder of video clips (searched recursively).")
-    benchmark.add_argument("--output", "-o", required=True, help="Output folder (resumable: finished clips are "
-                           "skipped).")
-    benchmark.add_argument("--max-clips", type=int, default=None, help="Use only the first N clips.")
-    add_config_arguments(benchmark, AnimateConfig)
+    inputs = argument_group(benchmark, INPUT)
+    inputs.add_argument("clips", help="Folder of video clips (searched recursively).")
+    inputs.add_argument("--max-clips", type=positive_int, default=None, help="Use only the first N clips.")
+    argument_group(benchmark, OUTPUT).add_argument("--output", "-o", required=True, help="Output folder "
+                                                   "(resumable: finished clips are skipped).")
+    add_config_arguments(benchmark, AnimateConfig, skip=NOT_FOR_ANIMATE)
     add_config_arguments(benchmark, EvaluationConfig)
     benchmark.set_defaults(handler=_benchmark)
 
@@ -272,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = commands.add_parser("prepare", help="Prepare a training dataset from a folder of face videos: 512 "
                                   "crops, tracks, head fits, guidance maps, a manifest with quality flags.")
-    prepare.add_argument("videos", help="Folder of video clips (searched recursively).")
-    prepare.add_argument("--output", "-o", required=True, help="Dataset folder to write (DATA_DIR).")
+    argument_group(prepare, INPUT).add_argument("videos", help="Folder of video clips (searched recursively).")
+    argument_group(prepare, OUTPUT).add_argument("--output", "-o", required=True,
+                                                 help="Dataset folder to write (DATA_DIR).")
     add_config_arguments(prepare, PrepareConfig)
     prepare.set_defaults(handler=_prepare)
 
@@ -287,17 +318,23 @@ def build_parser() -> argparse.ArgumentParser:
     example = commands.add_parser("example", help="Write the bundled example (source.png, driving.mp4).")
     example.add_argument("--output", "-o", required=True, help="Output folder.")
     example.set_defaults(handler=_example)
+    for name, command in commands.choices.items():
+        _add_console_flags(command, default=argparse.SUPPRESS)
+        command.usage = USAGES.get(name, command.usage)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    args.verbose, args.quiet = args.verbosity == VERBOSE, args.verbosity == QUIET
+    if args.quiet and hasattr(args, "show_progress"):
+        args.show_progress = False
     try:
-        if args.command in FOLDER_OUTPUTS:  # before any work: a refused -o must not cost minutes of tracking
-            check_output_folder(args.output, args.command, FOLDER_OUTPUTS[args.command])
-        args.handler(args)
-    except MagicPortraitError as error:
+        with console(args.verbosity):
+            if args.command in FOLDER_OUTPUTS:  # before any work: a refused -o must not cost minutes of tracking
+                check_output_folder(args.output, args.command, FOLDER_OUTPUTS[args.command])
+            args.handler(args)
+    except MagicPortraitError as error:  # bad input or set-up; any other exception is a bug: its traceback shows
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)

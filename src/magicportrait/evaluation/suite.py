@@ -14,11 +14,20 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from magicportrait.config import option
+from magicportrait.config import (
+    EVALUATION,
+    INPUT,
+    OUTPUT,
+    check_at_least,
+    check_choices,
+    check_device,
+    flag,
+    option,
+)
 from magicportrait.errors import InputError
 from magicportrait.heads.factory import HeadModelConfig, head_model_from_config
 
@@ -41,6 +50,10 @@ CURVE_LABELS = {**LABELS, "pose_error": "pose error (deg)", "expression_error": 
 class EvaluationConfig:
     """Options of ``magicportrait evaluate`` (and of the ``benchmark`` protocol's evaluation)."""
 
+    cli_group: ClassVar[str] = EVALUATION
+    cli_field_groups: ClassVar[dict[str, str]] = {"max_frames": INPUT, "write_plots": OUTPUT,
+                                                  "show_progress": OUTPUT}
+
     metrics: str = option("all", f"Comma-separated metrics to compute (default all that apply): "
                                  f"{', '.join(ALL_METRICS)}.")
     pose: Literal["absolute", "relative"] = option("absolute", "APD/P-RMSE on absolute head rotations (the paper) "
@@ -57,8 +70,9 @@ class EvaluationConfig:
 
     def __post_init__(self) -> None:
         self.selected()  # fail early on an unknown name
-        if self.max_frames is not None and self.max_frames < 1:
-            raise InputError(f"max_frames must be at least 1, got {self.max_frames}.")
+        check_choices(self)
+        check_at_least(self, 1, "max_frames", "batch_size")
+        check_device(self)
 
     def selected(self) -> tuple[str, ...]:
         if self.metrics.strip() in ("", "all"):
@@ -66,7 +80,8 @@ class EvaluationConfig:
         names = tuple(name.strip().lower().replace("-", "_") for name in self.metrics.split(","))
         unknown = [name for name in names if name not in ALL_METRICS]
         if unknown:
-            raise InputError(f"Unknown metric(s): {', '.join(unknown)}. Choose from: {', '.join(ALL_METRICS)}.")
+            raise InputError(f"Unknown metric(s) in {flag('metrics')}: {', '.join(unknown)}. Choose from: "
+                             f"{', '.join(ALL_METRICS)}.")
         return names
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from magicportrait.config import option
+from magicportrait.config import HEAD_MODEL, check_at_least, option
 from magicportrait.heads.base import HeadModel
 from magicportrait.heads.flame_head import FlameFitConfig
 from magicportrait.io.assets import FLAME, FLAME_TEXTURE, resolve_asset
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 class HeadModelConfig:
     """The head model and how it is fitted."""
 
+    cli_group: ClassVar[str] = HEAD_MODEL
+
     flame: str | None = option(None, f"FLAME model file (FLAME 2020 generic_model.pkl, FLAME 2023 .pkl, or .npz); "
                                      f"default: ${FLAME.env}; without one the open face geometry is used.")
     flame_texture: str | None = option(None, f"FLAME texture space FLAME_texture.npz for the render map; default: "
@@ -31,11 +34,7 @@ class HeadModelConfig:
     fit: FlameFitConfig = field(default_factory=FlameFitConfig, metadata={"prefix": "flame_"})
 
     def __post_init__(self) -> None:
-        from magicportrait.errors import InputError
-
-        for name in ("flame_shape_components", "flame_expression_components"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
+        check_at_least(self, 1, "flame_shape_components", "flame_expression_components")
 
     def flame_path(self) -> Path | None:
         """The FLAME file: the config's, else ``$MAGICPORTRAIT_FLAME``, else None (open geometry)."""

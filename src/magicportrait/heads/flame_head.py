@@ -28,12 +28,12 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 
-from magicportrait.config import option
+from magicportrait.config import HEAD_MODEL, check_at_least, check_choices, check_positive, check_range, option
 from magicportrait.geometry.procrustes import weighted_similarity_procrustes
 from magicportrait.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from magicportrait.heads.base import HeadModel, focal_length_px
@@ -54,6 +54,9 @@ _FLIP = np.array([1.0, -1.0, -1.0])  # FLAME frame <-> model frame (a rotation b
 @dataclass
 class FlameFitConfig:
     """How FLAME is fitted to tracked landmarks."""
+
+    cli_group: ClassVar[str] = HEAD_MODEL
+    cli_prefix: ClassVar[str] = "flame_"  # its flags: --flame-chunk-size, ...
 
     camera: Literal["orthographic", "perspective"] = option(
         "orthographic", "orthographic: scale + 2D translation, like the official release; perspective: a pinhole "
@@ -87,6 +90,15 @@ class FlameFitConfig:
     undetected_weight: float = option(0.2, "Landmark weight in frames where the tracker found no face (their "
                                            "landmarks were interpolated); the temporal terms carry them.")
     threads: int = option(0, "torch CPU threads while fitting (0: leave torch's setting).")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        check_range(self, "fov_degrees", 0, 180, low_open=True, high_open=True)
+        check_at_least(self, 1, "identity_frames", "chunk_size", "identity_iterations", "iterations")
+        check_positive(self, "landmark_sigma_px", "huber_px", "jaw_sigma_deg", "eye_sigma_deg", "vergence_sigma_deg",
+                       "neck_sigma_deg", "smooth_rotation_huber_deg")
+        check_at_least(self, 0, "oval_weight", "iris_weight", "shape_prior", "expression_prior", "smooth_rotation_deg",
+                       "smooth_translation_px", "smooth_scale", "smooth_expression", "undetected_weight", "threads")
 
 
 class FlameHeadModel(HeadModel):

@@ -23,15 +23,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from magicportrait.config import option
+from magicportrait.config import (
+    OUTPUT,
+    SAMPLER,
+    check_at_least,
+    check_choices,
+    check_device,
+    check_range,
+    flag,
+    option,
+)
 from magicportrait.errors import InputError
-from magicportrait.models.context import CONTEXT_MODES, ContextMode, ContextWindow, context_windows
+from magicportrait.models.context import ContextMode, ContextWindow, context_windows
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDIMScheduler
@@ -57,7 +66,6 @@ SCHEDULER_KWARGS = {
 """The official inference scheduler (its YAML plus the zero-SNR switches ``enable_zero_snr`` adds)."""
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-FUSION_MODES = ("concat", "add")
 MAX_STEPS = 1000
 
 
@@ -71,6 +79,9 @@ def make_scheduler() -> DDIMScheduler:
 @dataclass
 class GenerationConfig:
     """Options of the diffusion sampler (the sampler flags of ``animate`` and ``generate``)."""
+
+    cli_group: ClassVar[str] = SAMPLER
+    cli_field_groups: ClassVar[dict[str, str]] = {"show_progress": OUTPUT}
 
     steps: int = option(20, "DDIM denoising steps (the official release: 20).")
     guidance_scale: float = option(3.5, "Classifier-free guidance scale on the reference appearance; <= 1 "
@@ -96,19 +107,13 @@ class GenerationConfig:
     show_progress: bool = option(True, "Show a progress bar.")
 
     def __post_init__(self) -> None:
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise InputError(f"steps must be in 1..{MAX_STEPS}, got {self.steps}.")
-        if self.context_mode not in CONTEXT_MODES:
-            raise InputError(f"context_mode must be one of {CONTEXT_MODES}, got {self.context_mode!r}.")
-        if self.dtype not in DTYPES:
-            raise InputError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}.")
-        if self.reference_fusion not in FUSION_MODES:
-            raise InputError(f"reference_fusion must be one of {FUSION_MODES}, got {self.reference_fusion!r}.")
-        for name in ("context_frames", "guidance_chunk", "decode_chunk"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if self.context_overlap is not None and not 0 <= self.context_overlap < self.context_frames:
-            raise InputError(f"context_overlap must be in 0..{self.context_frames - 1}, got {self.context_overlap}.")
+        check_choices(self)  # context_mode, dtype, reference_fusion
+        check_range(self, "steps", 1, MAX_STEPS)
+        check_range(self, "guidance_scale", 0)
+        check_at_least(self, 1, "context_frames", "guidance_chunk", "decode_chunk")
+        check_range(self, "context_overlap", 0, self.context_frames - 1)
+        check_range(self, "seed", -2 ** 63, 2 ** 64 - 1)  # what torch.Generator.manual_seed takes
+        check_device(self)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -297,6 +302,7 @@ class GenerationPipeline:
         latents = self.prepare_latents(videos.num_frames, videos.height, videos.width, config.seed).to(device)
         windows = context_windows(videos.num_frames, config.context_frames, config.context_overlap,
                                   config.context_mode)
+        self._check_window_length(max(len(window.frames) for window in windows))
         self.scheduler.set_timesteps(config.steps, device=device)
         text = self.text_embeddings.to(device=device, dtype=dtype)
         fusion = self._reference_fusion(config, dtype)
@@ -351,6 +357,16 @@ class GenerationPipeline:
         """Decode `chunk` frames at a time: yields uint8 `(n, H, W, 3)` (stream these to a video writer)."""
         for frames in self.decode_latents(latents, chunk):
             yield (frames * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    def _check_window_length(self, length: int) -> None:
+        """Refuse windows longer than the motion modules' positional encodings (they would fail mid-run)."""
+        from magicportrait.models.motion_module import SinusoidalPositionalEncoding
+
+        limits = [module.pe.shape[1] for module in self.denoising_unet.modules()
+                  if isinstance(module, SinusoidalPositionalEncoding)]
+        if limits and length > min(limits):
+            raise InputError(f"{flag('context_frames')} {length} is more than the {min(limits)} frames these motion "
+                             f"modules can encode; use {flag('context_frames')} {min(limits)} or fewer.")
 
     def _reference_fusion(self, config: GenerationConfig, dtype: torch.dtype) -> ReferenceFusion:
         from magicportrait.models.reference_attention import ReferenceFusion

@@ -128,7 +128,11 @@ def load_release(paths: ReleasePaths, device: str | torch.device = "cpu", dtype:
     from magicportrait.models.reference_unet import ReferenceUNet2DConditionModel
     from magicportrait.models.unet_3d import UNet3DConditionModel
 
-    unet_config = json.loads((paths.sd15 / "unet" / "config.json").read_text())
+    config_path = paths.sd15 / "unet" / "config.json"
+    try:
+        unet_config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{config_path}: not a readable JSON config ({error}).") from None
     denoising = UNet3DConditionModel.from_unet2d_config(dict(unet_config),
                                                         motion_module_kwargs=dict(OFFICIAL_MOTION_MODULE_KWARGS))
     merged = merge_motion_modules(read_state_dict(paths.ckpts / "denoising_unet.pth"),

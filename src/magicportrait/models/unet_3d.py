@@ -28,6 +28,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from magicportrait.errors import CheckpointError
 from magicportrait.models.motion_module import VanillaTemporalModule
 
 # The official config names its blocks "...3D"; they compute what diffusers' 2-D blocks compute on each frame.
@@ -224,7 +225,7 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         for key, supported in FIXED_OFFICIAL_SETTINGS.items():
             value = settings.pop(key, supported)
             if value != supported and not (value is None and supported is False):
-                raise ValueError(f"{key}={value!r} is not supported (only {supported!r}).")
+                raise CheckpointError(f"UNet setting {key}={value!r} is not supported (only {supported!r}).")
         accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
         image_defaults = {
             name: parameter.default
@@ -233,7 +234,8 @@ class UNet3DConditionModel(ModelMixin, ConfigMixin):
         for key in [key for key in settings if key not in accepted]:
             value = settings.pop(key)
             if not key.startswith("_") and (key not in image_defaults or value != image_defaults[key]):
-                raise ValueError(f"UNet setting {key}={value!r} is not supported by {cls.__name__}.")
+                raise CheckpointError(f"UNet setting {key}={value!r} is not supported by {cls.__name__} (it builds "
+                                      "Stable Diffusion 1.5 UNets).")
         return cls(**settings)
 
     def _set_gradient_checkpointing(self, module: nn.Module, value: bool = False) -> None:

@@ -29,12 +29,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from magicportrait.config import option
+from magicportrait.config import GENERATOR, OUTPUT, SAMPLER, check_at_least, check_choices, flag, option
 from magicportrait.errors import InputError
 from magicportrait.heads import HeadModel, head_model_from_config
 from magicportrait.io.assets import WEIGHTS, asset_value
@@ -55,6 +55,10 @@ OFFICIAL_FPS = 24.0  # the official release writes every video at 24 fps
 @dataclass
 class AnimateConfig:
     """Options of ``magicportrait animate`` (generator, weights, outputs) plus those of the stages."""
+
+    cli_group: ClassVar[str] = GENERATOR
+    cli_field_groups: ClassVar[dict[str, str]] = {"prompt": SAMPLER, "write_grid": OUTPUT, "paste_back": OUTPUT,
+                                                  "max_output_size": OUTPUT}
 
     backend: Literal["auto", "diffusion", "geometric"] = option(
         "auto", f"Generator: diffusion (the paper's model, needs --weights), geometric (no weights, real time on a "
@@ -78,11 +82,11 @@ class AnimateConfig:
     geometric: GeometricConfig = field(default_factory=GeometricConfig, metadata={"prefix": "geometric_"})
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if self.guide.size % LATENT_MULTIPLE:
-            raise InputError(f"size {self.guide.size} must be a multiple of {LATENT_MULTIPLE} for the diffusion "
-                             "model (512 is what it was trained at).")
-        if self.max_output_size < 64:
-            raise InputError(f"max_output_size must be at least 64 pixels, got {self.max_output_size}.")
+            raise InputError(f"{flag('size')} must be a multiple of {LATENT_MULTIPLE} for the diffusion model (512 is "
+                             f"what it was trained at), got {self.guide.size}.")
+        check_at_least(self, 64, "max_output_size")
 
     def weights_path(self) -> str | None:
         """The configured diffusion weights: ``weights``, else ``$MAGICPORTRAIT_WEIGHTS``, else None."""

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
 
-from magicportrait.config import option
+from magicportrait.config import GEOMETRIC, check_at_least, check_choices, check_range, field_flag, option
+from magicportrait.errors import InputError
 from magicportrait.geometry.rotations import axis_angle_to_matrix, matrix_to_euler_degrees
 from magicportrait.heads import HeadModel
 from magicportrait.types import HeadTrack, SourceFace
@@ -50,6 +51,9 @@ WARP_POINTS = _warp_points()
 class GeometricConfig:
     """Options of the geometric (no-weights) generator."""
 
+    cli_group: ClassVar[str] = GEOMETRIC
+    cli_prefix: ClassVar[str] = "geometric_"  # its flags: --geometric-blend, ...
+
     blend: Literal["laplacian", "feather"] = option("laplacian", "How the face is blended into the frame: "
                                                     "multi-band (laplacian) or a plain feathered alpha.")
     feather: float = option(0.012, "Width of the face's soft edge, as a fraction of the crop side.")
@@ -65,18 +69,16 @@ class GeometricConfig:
     chunk_size: int = option(8, "Frames rendered per batch.")
 
     def __post_init__(self) -> None:
-        from magicportrait.errors import InputError
-
-        if not 0.0 <= self.feather <= 0.2:
-            raise InputError(f"feather must be in [0, 0.2] (fraction of the crop side), got {self.feather}.")
-        if not 0.0 < self.warp_inner < self.warp_outer:
-            raise InputError(f"Need 0 < warp_inner < warp_outer, got {self.warp_inner} and {self.warp_outer}.")
-        if not 0.0 <= self.neck_follow <= 1.0:
-            raise InputError(f"neck_follow must be in [0, 1], got {self.neck_follow}.")
-        if min(self.max_yaw, self.max_pitch, self.max_roll) <= 0:
-            raise InputError("max_yaw, max_pitch and max_roll must be positive.")
-        if self.chunk_size < 1:
-            raise InputError(f"chunk_size must be at least 1, got {self.chunk_size}.")
+        check_choices(self)
+        check_range(self, "feather", 0, 0.2)
+        check_range(self, "warp_inner", 0, low_open=True)
+        if self.warp_inner >= self.warp_outer:
+            raise InputError(f"{field_flag(self, 'warp_inner')} ({self.warp_inner:g}) must be below "
+                             f"{field_flag(self, 'warp_outer')} ({self.warp_outer:g}).")
+        check_range(self, "neck_follow", 0, 1)
+        for name in ("max_yaw", "max_pitch", "max_roll"):
+            check_range(self, name, 0, 180, low_open=True)
+        check_at_least(self, 1, "chunk_size")
 
     @property
     def rotation_limits(self) -> tuple[float, float, float]:

@@ -18,12 +18,23 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from magicportrait.alignment import AlignmentConfig
-from magicportrait.config import option
+from magicportrait.config import (
+    FACE,
+    GUIDANCE,
+    INPUT,
+    OUTPUT,
+    check_at_least,
+    check_device,
+    check_range,
+    flag,
+    option,
+)
 from magicportrait.errors import InputError
 from magicportrait.heads import HeadModel, HeadModelConfig, head_model_from_config
 from magicportrait.io.frames import FrameFolder
@@ -43,6 +54,11 @@ VIDEO_PRESET = "veryfast"  # flat-shaded maps compress well; x264 "medium" would
 class GuideConfig:
     """Options of the guidance stage (the CLI's ``guide`` flags)."""
 
+    cli_group: ClassVar[str] = GUIDANCE
+    cli_field_groups: ClassVar[dict[str, str]] = {
+        "max_frames": INPUT, "face": FACE, "driving_max_size": FACE, "write_frames": OUTPUT, "write_preview": OUTPUT,
+        "keep_audio": OUTPUT, "show_progress": OUTPUT}
+
     size: int = option(512, "Side of the square guidance maps and of the source face crop, pixels.")
     max_frames: int | None = option(None, "Use only the first N driving frames.")
     face: int | None = option(None, "Which face of the source portrait to animate when it shows several: 0 is the "
@@ -50,7 +66,8 @@ class GuideConfig:
     driving_max_size: int = option(1280, "Driving frames are downscaled to this longer side for tracking.")
     write_frames: bool = option(True, "Also write per-frame PNG folders depth/ normal/ render/.")
     write_preview: bool = option(True, "Write preview.mp4: source | driving | depth | normal | render.")
-    keep_audio: bool = option(True, "Copy the driving video's audio into the output videos.")
+    keep_audio: bool = option(True, "Copy the driving video's audio into the videos written (preview.mp4; for "
+                                    "animate result.mp4 and grid.mp4).")
     chunk_size: int = option(4, "Frames rendered per batch (larger uses more memory for little gain).")
     device: str = option("cpu", "Torch device for rendering, e.g. cpu or cuda.")
     show_progress: bool = option(True, "Show progress bars.")
@@ -60,14 +77,15 @@ class GuideConfig:
     appearance: AppearanceConfig = field(default_factory=AppearanceConfig, metadata={"prefix": "appearance_"})
 
     def __post_init__(self) -> None:
-        if not MIN_SIZE <= self.size <= MAX_SIZE:
-            raise InputError(f"--size {self.size} is outside {MIN_SIZE}..{MAX_SIZE}; 512 matches the diffusion model.")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise InputError(f"--max-frames must be at least 1, got {self.max_frames}.")
-        if self.chunk_size < 1:
-            raise InputError(f"--chunk-size must be at least 1, got {self.chunk_size}.")
-        if self.driving_max_size < MIN_SIZE:
-            raise InputError(f"--driving-max-size must be at least {MIN_SIZE}, got {self.driving_max_size}.")
+        check_range(self, "size", MIN_SIZE, MAX_SIZE)  # 512 matches the diffusion model
+        check_at_least(self, 1, "max_frames", "chunk_size")
+        check_at_least(self, 0, "face")
+        check_at_least(self, MIN_SIZE, "driving_max_size")
+        check_device(self)
+        reference = self.alignment.reference_frame
+        if self.max_frames is not None and reference >= self.max_frames:
+            raise InputError(f"{flag('reference_frame')} {reference} is outside the first {flag('max_frames')} "
+                             f"{self.max_frames} frames.")
 
 
 @dataclass

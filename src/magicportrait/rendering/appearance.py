@@ -29,13 +29,13 @@ import logging
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from magicportrait.config import option
+from magicportrait.config import GUIDANCE, check_at_least, check_choices, check_positive, check_range, option
 from magicportrait.errors import InputError
 from magicportrait.geometry.mesh import graph_laplacian, mirror_vertices, unweld
 from magicportrait.heads.flame_texture import FlameTextureSpace, load_flame_texture_space
@@ -69,6 +69,9 @@ _CAMERA_FLIP = np.array([1.0, -1.0, -1.0])  # image-space normal -> camera space
 class AppearanceConfig:
     """How the albedo and the SH light of the render map are estimated from the source portrait."""
 
+    cli_group: ClassVar[str] = GUIDANCE
+    cli_prefix: ClassVar[str] = "appearance_"  # its flags: --appearance-robust-loss, ...
+
     robust_loss: Literal["huber", "l2"] = option(
         "huber", "Loss of the colour fits: huber (eyes, brows, lips, hair and highlights count less) or l2.")
     huber_threshold: float = option(
@@ -94,6 +97,15 @@ class AppearanceConfig:
     alternations: int = option(8, "Joint Gauss-Newton steps (light and texture coefficients) of the texture fit.")
     texture_noise: float = option(
         0.05, "Expected colour error (0..1) of the texture model: weighs the N(0, 1) prior of its coefficients.")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        check_positive(self, "huber_threshold", "frontal_ramp", "min_shading", "smoothness", "texture_noise")
+        check_at_least(self, 1, "robust_iterations", "min_samples", "max_samples", "texture_components",
+                       "texture_size", "alternations")
+        check_range(self, "frontal_threshold", 0, 1, high_open=True)
+        check_range(self, "saturation", 0, 1, low_open=True)
+        check_at_least(self, 0, "depth_tolerance", "light_ridge", "mirror_weight")
 
 
 # ------------------------------------------------------------------------------------------------- the result

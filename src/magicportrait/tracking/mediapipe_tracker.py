@@ -11,12 +11,14 @@ import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from magicportrait.config import option
+from magicportrait.config import FACE, OUTPUT, check_at_least, check_positive, check_range, option
+from magicportrait.console import QuietStart
 from magicportrait.errors import DependencyError, InputError, NoFaceError
 from magicportrait.tracking.boxes import (
     bbox_iou,
@@ -47,6 +49,9 @@ RESCUE_CROP_SIZE_RANGE = (192, 512)  # crop resolution (px): native, clipped to 
 class TrackerConfig:
     """Settings of :class:`FaceTracker` (also the CLI's tracking flags)."""
 
+    cli_group: ClassVar[str] = FACE
+    cli_field_groups: ClassVar[dict[str, str]] = {"show_progress": OUTPUT}
+
     max_faces: int = option(4, "Faces looked for per frame (>1 lets the tracker keep identity among people).")
     min_detection_confidence: float = option(0.5, "MediaPipe face detection threshold.")
     min_tracking_confidence: float = option(0.5, "MediaPipe landmark tracking threshold.")
@@ -63,21 +68,13 @@ class TrackerConfig:
                                 "measured like later video frames (see FaceTracker).")
 
     def __post_init__(self) -> None:
-        if self.max_faces < 1:
-            raise ValueError(f"max_faces must be >= 1, got {self.max_faces}.")
-        for name in ("min_detection_confidence", "min_tracking_confidence", "box_smoothing"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
-        if self.box_scale <= 0:
-            raise ValueError(f"box_scale must be positive, got {self.box_scale}.")
-        if self.max_working_size < TINY_IMAGE_PX:
-            raise ValueError(f"max_working_size must be >= {TINY_IMAGE_PX}, got {self.max_working_size}.")
-        if self.relock_after_s < 0:
-            raise ValueError(f"relock_after_s must be >= 0, got {self.relock_after_s}.")
-        if self.min_face_size < 0:
-            raise ValueError(f"min_face_size must be >= 0, got {self.min_face_size}.")
-        if self.settle_passes < 0:
-            raise ValueError(f"settle_passes must be >= 0, got {self.settle_passes}.")
+        check_at_least(self, 1, "max_faces")
+        check_range(self, "min_detection_confidence", 0, 1)
+        check_range(self, "min_tracking_confidence", 0, 1)
+        check_range(self, "box_smoothing", 0, 1)
+        check_positive(self, "box_scale")
+        check_at_least(self, TINY_IMAGE_PX, "max_working_size")
+        check_at_least(self, 0, "relock_after_s", "min_face_size", "settle_passes")
 
 
 def _import_mediapipe():
@@ -340,10 +337,7 @@ class FaceTracker:
         selector: FaceSelector | None = None
         progress = tqdm(frames, total=num_frames, desc="Tracking face", unit="frame", disable=not config.show_progress)
         # A fresh video-mode graph per sequence: its tracking state must not leak from one video into the next.
-        video_mesh = self._face_mesh.FaceMesh(static_image_mode=False, max_num_faces=config.max_faces,
-                                              refine_landmarks=True,
-                                              min_detection_confidence=config.min_detection_confidence,
-                                              min_tracking_confidence=config.min_tracking_confidence)
+        video_mesh = self._video_mesh()
         with progress, video_mesh:
             for index, frame in enumerate(progress):
                 frame = _as_rgb(frame, index)
@@ -408,10 +402,7 @@ class FaceTracker:
             return landmarks
         height, width = image.shape[:2]
         box = landmark_bboxes(landmarks)
-        with self._face_mesh.FaceMesh(static_image_mode=False, max_num_faces=self.config.max_faces,
-                                      refine_landmarks=True,
-                                      min_detection_confidence=self.config.min_detection_confidence,
-                                      min_tracking_confidence=self.config.min_tracking_confidence) as video_mesh:
+        with self._video_mesh() as video_mesh:
             self._settle(video_mesh, image)
             faces = _mesh_faces(video_mesh, self._working_frame(image), width, height)
         overlaps = [bbox_iou(box, landmark_bboxes(face)) for face in faces]
@@ -557,18 +548,26 @@ class FaceTracker:
     def _working_scale(self, image_size: tuple[int, int]) -> float:
         return min(1.0, self.config.max_working_size / max(image_size))
 
+    # MediaPipe graphs; QuietStart keeps their start-up log lines (C++, on fd 2) off the console.
+
+    def _video_mesh(self):
+        config = self.config
+        return QuietStart(self._face_mesh.FaceMesh, static_image_mode=False, max_num_faces=config.max_faces,
+                          refine_landmarks=True, min_detection_confidence=config.min_detection_confidence,
+                          min_tracking_confidence=config.min_tracking_confidence)
+
     def _get_static_mesh(self):
         if self._static_mesh is None:
             config = self.config
-            self._static_mesh = self._face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=config.max_faces, refine_landmarks=True,
-                min_detection_confidence=config.min_detection_confidence)
+            self._static_mesh = QuietStart(self._face_mesh.FaceMesh, static_image_mode=True,
+                                           max_num_faces=config.max_faces, refine_landmarks=True,
+                                           min_detection_confidence=config.min_detection_confidence)
         return self._static_mesh
 
     def _get_detector(self):
         if self._detector is None:
-            self._detector = self._face_detection.FaceDetection(
-                model_selection=1, min_detection_confidence=self.config.min_detection_confidence)  # 1: full range
+            self._detector = QuietStart(self._face_detection.FaceDetection, model_selection=1,  # 1: full range
+                                        min_detection_confidence=self.config.min_detection_confidence)
         return self._detector
 
     # -- results

@@ -29,13 +29,21 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from magicportrait.config import option
+from magicportrait.config import (
+    DATASET,
+    INPUT,
+    OUTPUT,
+    check_at_least,
+    check_device,
+    check_range,
+    option,
+)
 from magicportrait.errors import InputError, MagicPortraitError
 from magicportrait.heads import HeadModelConfig, head_model_from_config
 from magicportrait.io.frames import MANIFEST_VERSION, FrameFolder
@@ -60,6 +68,9 @@ PNG_COMPRESSION = 3  # zlib level: a good size / speed trade-off for a dataset r
 class PrepareConfig:
     """Options of dataset preparation (the CLI's ``prepare`` flags)."""
 
+    cli_group: ClassVar[str] = DATASET
+    cli_field_groups: ClassVar[dict[str, str]] = {"max_frames": INPUT, "show_progress": OUTPUT}
+
     size: int = option(512, "Side of the square face crops and guidance maps, pixels (512 matches the model).")
     max_frames: int | None = option(None, "Use only the first N frames of each video.")
     min_face_px: float = option(128.0, "A clip is too small when its median face box side (landmark box, original "
@@ -75,18 +86,11 @@ class PrepareConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
     def __post_init__(self) -> None:
-        if not 64 <= self.size <= 2048:
-            raise InputError(f"size {self.size} is outside 64..2048; 512 matches the diffusion model.")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise InputError(f"max_frames must be at least 1, got {self.max_frames}.")
-        if self.workers < 1:
-            raise InputError(f"workers must be at least 1, got {self.workers}.")
-        if not 0.0 <= self.max_lost <= 1.0:
-            raise InputError(f"max_lost is a fraction of frames, 0..1; got {self.max_lost}.")
-        if self.min_face_px < 0 or self.blur_threshold < 0:
-            raise InputError("min_face_px and blur_threshold must not be negative.")
-        if self.chunk_size < 1:
-            raise InputError(f"chunk_size must be at least 1, got {self.chunk_size}.")
+        check_range(self, "size", 64, 2048)  # 512 matches the diffusion model
+        check_at_least(self, 1, "max_frames", "workers", "chunk_size")
+        check_range(self, "max_lost", 0, 1)  # a fraction of the frames
+        check_at_least(self, 0, "min_face_px", "blur_threshold")
+        check_device(self)
 
 
 # ----------------------------------------------------------------------------------------------- the whole run
