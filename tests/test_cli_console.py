@@ -28,7 +28,7 @@ CHATTER = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
 @pytest.fixture
 def no_tracking(monkeypatch):
     """Fail the test if a face tracker is built (bad options must be refused before any work)."""
-    import magicportrait.pipelines.guide
+    import magicportrait.pipelines.stages
     import magicportrait.tracking
     import magicportrait.tracking.mediapipe_tracker
 
@@ -36,7 +36,7 @@ def no_tracking(monkeypatch):
         def __init__(self, *args, **kwargs):
             raise AssertionError("a FaceTracker was built")
 
-    for module in (magicportrait.tracking, magicportrait.tracking.mediapipe_tracker, magicportrait.pipelines.guide):
+    for module in (magicportrait.tracking, magicportrait.tracking.mediapipe_tracker, magicportrait.pipelines.stages):
         monkeypatch.setattr(module, "FaceTracker", NoTracker)
 
 
@@ -100,7 +100,8 @@ def test_animate_help_is_grouped(capsys):
     for name, section in where.items():
         assert re.search(rf"^  (-\w+, )?{name}[ ,\n]", sections[section], flags=re.MULTILINE), (name, section)
     assert "--write-preview" not in text
-    assert text.startswith("usage: magicportrait animate (--source IMAGE --driving VIDEO | --example) -o DIR")
+    usage = "usage: magicportrait animate (--source IMAGE (--driving VIDEO | --motion FILE) | --example) -o DIR"
+    assert text.startswith(usage)
 
 
 @pytest.mark.parametrize("command", [["animate", "--example", "-o", "x"], ["demo"], ["benchmark", "clips", "-o", "x"]])

@@ -10,13 +10,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from magicportrait.pipelines.generation import GenerationConfig, GenerationPipeline
 
 from magicportrait.alignment import AlignmentConfig, align_to_source
 from magicportrait.config import HELP_GROUPS, _literal_fields, check_range, flag, unwrap_optional
 from magicportrait.errors import InputError, MagicPortraitError
 from magicportrait.evaluation.suite import EvaluationConfig
 from magicportrait.heads.flame_head import FlameFitConfig
+from magicportrait.models.generation import GenerationConfig, GenerationPipeline
 from magicportrait.pipelines.animate import AnimateConfig
 from magicportrait.pipelines.geometric import GeometricConfig
 from magicportrait.pipelines.guide import GuideConfig
