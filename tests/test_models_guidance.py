@@ -79,7 +79,9 @@ def test_guidance_sum_matches_official(features, vectors):
 def test_frame_chunks_give_the_same_features(encoders, features, vectors):
     with torch.no_grad():
         chunked = encoders["depth"](vectors["inputs"]["guidance_depth"], frame_chunk=3)  # 14 frames: 3+3+3+3+2
-    assert relative_l2(chunked, features["depth"]) < 1e-6
+    # Bit-identical here, but a batch of 3 instead of 14 may get another convolution kernel on another CPU (README
+    # §4(a): kernel selection alone moves gge_* by rel-L2 2e-6); a dropped or misplaced frame gives O(1).
+    assert relative_l2(chunked, features["depth"]) < GUIDANCE_TOLERANCE
 
 
 @needs_vectors

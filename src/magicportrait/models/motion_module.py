@@ -30,7 +30,8 @@ def sinusoidal_position_table(max_len: int, channels: int) -> torch.Tensor:
     """The `(1, max_len, channels)` table of the official `pos_encoder.pe` buffers.
 
     Even channels hold `sin(p * w_i)`, odd channels `cos(p * w_i)`, with `w_i = exp(-2i * ln(10000) / channels)`
-    (the Transformer paper's encoding, interleaved); it reproduces the stored buffers bit for bit.
+    (the Transformer paper's encoding, interleaved); it reproduces the stored buffers to float32 rounding (the
+    exp / sin / cos kernels differ by a few ulps between CPUs).
     """
     position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
     frequency = torch.exp(torch.arange(0, channels, 2, dtype=torch.float32) * (-math.log(10000.0) / channels))
