@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+PROJECT = Path(__file__).resolve().parents[1]
+"""The project's root (this file is in tests/)."""
+SHARED = PROJECT.parent / "shared"
 PARTIAL_MODEL = SHARED / "assets/flame2023-open-partial/flame2023_open_partial.npz"
 VECTORS = Path(os.environ.get("MAGICPORTRAIT_VECTORS", SHARED / "vectors/official-tiny"))
 MANIFEST = Path(os.environ.get("MAGICPORTRAIT_MANIFEST", SHARED / "reference/official-state-dict-manifest.json"))

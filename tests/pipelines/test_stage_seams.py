@@ -13,13 +13,14 @@ import pytest
 
 from magicportrait.cli.main import main
 from magicportrait.io.video import iter_frames
-from magicportrait.pipelines.example import write_example
 from magicportrait.types import HeadTrack, SourceFace
+from shared_paths import PROJECT
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "magicportrait"
+PACKAGE = PROJECT / "src" / "magicportrait"
 LOWER_STAGES = ("heads", "rendering", "tracking", "evaluation", "training", "alignment", "compositing", "io",
                 "geometry", "models")
 FAST = ["--size", "128", "--max-frames", "6", "--no-show-progress", "--smoothing", "0"]
+EXAMPLE_FRAMES = 8  # the conftest's example fixture writes the bundled example this long
 
 
 def test_importing_heads_and_rendering_loads_no_pipeline():
@@ -47,11 +48,6 @@ def test_lower_stages_never_import_the_pipelines(stage):
     offenders = {str(path.relative_to(PACKAGE)): sorted(name for name in _imported_modules(path)
                                                          if name.startswith(upper)) for path in files}
     assert {name: found for name, found in offenders.items() if found} == {}
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    return write_example(tmp_path_factory.mktemp("example"), num_frames=8)
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,9 @@ from magicportrait.cli.main import main
 from magicportrait.evaluation.suite import ALL_METRICS, EvaluationConfig, Evaluator
 from magicportrait.io.image import load_image
 from magicportrait.pipelines.evaluate import read_frames
-from magicportrait.pipelines.example import write_example
 
 NUM_FRAMES = 32  # two 16-frame I3D clips: the fewest FVD can use
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    return write_example(tmp_path_factory.mktemp("example"), num_frames=NUM_FRAMES)
+EXAMPLE_FRAMES = NUM_FRAMES  # the conftest's example fixture writes the bundled example this long
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import pytest
 
 from magicportrait.cli.main import main
 from magicportrait.io.video import probe_video
-from magicportrait.pipelines.example import write_example
 from magicportrait.types import FlameTrack, HeadTrack
 from shared_paths import PARTIAL_MODEL, needs_partial_flame
 
@@ -18,11 +17,7 @@ NUM_FRAMES = 8
 SIZE = 256
 
 pytestmark = needs_partial_flame
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    return write_example(tmp_path_factory.mktemp("example"), num_frames=NUM_FRAMES)
+EXAMPLE_FRAMES = NUM_FRAMES  # the conftest's example fixture writes the bundled example this long
 
 
 @pytest.fixture(scope="module")

@@ -20,27 +20,21 @@ from magicportrait.geometry.rotations import (
 from magicportrait.heads import MediaPipeHeadModel
 from magicportrait.io.video import iter_frames, probe_video
 from magicportrait.pipelines.animate import AnimateConfig, GeometricPipeline
-from magicportrait.pipelines.example import example_motion, example_portrait, write_example
+from magicportrait.pipelines.example import example_motion, example_portrait
 from magicportrait.pipelines.geometric import GeometricConfig, GeometricGenerator, eye_openness, source_warnings
 from magicportrait.pipelines.guide import GuideConfig
 from magicportrait.pipelines.stages import Motion, align_motion, prepare_source
-from magicportrait.tracking import FaceTracker, TrackerConfig
 from magicportrait.types import HeadTrack, Track
 from shared_paths import PARTIAL_MODEL, needs_partial_flame
 
 SIZE = 256
 NUM_FRAMES = 20  # the example loop in 20 frames: frame 5 has its widest head turn (yaw 18 degrees)
+EXAMPLE_FRAMES = NUM_FRAMES  # the conftest's example fixture writes the bundled example this long
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     error = np.mean((a.astype(float) - b.astype(float)) ** 2)
     return float("inf") if error == 0 else 10 * np.log10(255.0**2 / error)
-
-
-@pytest.fixture(scope="module")
-def tracker():
-    with FaceTracker(TrackerConfig(show_progress=False)) as tracker:
-        yield tracker
 
 
 GUIDE = GuideConfig(size=SIZE, show_progress=False)
@@ -49,11 +43,6 @@ GUIDE = GuideConfig(size=SIZE, show_progress=False)
 @pytest.fixture(scope="module")
 def source(tracker):
     return prepare_source(example_portrait(), tracker, MediaPipeHeadModel(), GUIDE, "astronaut")
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    return write_example(tmp_path_factory.mktemp("example"), num_frames=NUM_FRAMES)
 
 
 @pytest.fixture(scope="module")

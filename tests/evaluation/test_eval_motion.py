@@ -15,11 +15,11 @@ from magicportrait.evaluation.motion import compare_heads, flicker, landmark_dis
 from magicportrait.evaluation.suite import EvaluationConfig, EvaluationReport, Evaluator
 from magicportrait.geometry.rotations import axis_angle_to_matrix, euler_degrees_to_matrix, matrix_to_axis_angle
 from magicportrait.pipelines.evaluate import read_frames, run_benchmark
-from magicportrait.pipelines.example import write_example
 from magicportrait.types import HeadTrack, Track
 from shared_paths import PARTIAL_MODEL, needs_partial_flame
 
 MOTION = "apd,p_rmse,aed,e_rmse,jitter,flicker"
+EXAMPLE_FRAMES = 12  # the conftest's example fixture writes the bundled example this long
 
 
 def _head(num_frames: int = 6, seed: int = 0) -> HeadTrack:
@@ -114,11 +114,6 @@ def test_report_layout_and_files(tmp_path):
     assert stored["metrics"] == {"aed": 0.5, "csim": 0.81234, "apd": 2.5}
     assert stored["per_frame"]["pose_error"] == [1.0, 2.0, 3.0]
     assert (files["plots"] / "per_frame.png").is_file() and (files["plots"] / "pose_error.png").is_file()
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    return write_example(tmp_path_factory.mktemp("example"), num_frames=12)
 
 
 def test_a_video_against_itself_has_no_motion_error(example):

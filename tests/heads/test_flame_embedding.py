@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +14,10 @@ from magicportrait.heads.embedding import (
     load_flame_mediapipe_embedding_meta,
     vertices_to_landmarks,
 )
+from shared_paths import PARTIAL_MODEL, PROJECT
 
-ROOT = Path(__file__).resolve().parents[1]
-FLAME_NPZ = Path(__file__).resolve().parents[2] / "shared/assets/flame2023-open-partial/flame2023_open_partial.npz"
+ROOT = PROJECT
+FLAME_NPZ = PARTIAL_MODEL
 SCRIPT = ROOT / "scripts/make_flame_mediapipe_embedding.py"
 NUM_FLAME_FACES = 9976
 MIDLINE = [10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 164, 0, 17, 18, 200, 199, 175, 152]

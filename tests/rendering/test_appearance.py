@@ -27,8 +27,9 @@ from magicportrait.rendering import (
     vertex_normals,
 )
 from magicportrait.types import RenderAppearance
+from shared_paths import PARTIAL_MODEL
 
-FLAME_NPZ = Path(__file__).resolve().parents[2] / "shared/assets/flame2023-open-partial/flame2023_open_partial.npz"
+FLAME_NPZ = PARTIAL_MODEL
 SIZE = 256  # image side of the synthetic renders
 SKIN = np.array([0.78, 0.58, 0.47])
 EYE = np.array([0.25, 0.20, 0.15])

@@ -18,17 +18,11 @@ from magicportrait.heads import MediaPipeHeadModel
 from magicportrait.pipelines.example import example_portrait
 from magicportrait.pipelines.guide import GuideConfig
 from magicportrait.pipelines.stages import prepare_source
-from magicportrait.tracking import FaceTracker, TrackerConfig, landmark_bboxes, transform_points
+from magicportrait.tracking import landmark_bboxes, transform_points
 
 WIDTH, HEIGHT, HALF = 1100, 600, 550
 LEFT_AT, RIGHT_AT, RIGHT_SCALE = (20, 44), (620, 95), 0.8  # top-left corners (x, y) of the two portraits
 NOSE_TIP = np.array([223.4, 130.0])  # landmark 1 in the 512 px portrait (see tests/test_tracking.py)
-
-
-@pytest.fixture(scope="module")
-def tracker():
-    with FaceTracker(TrackerConfig(show_progress=False)) as face_tracker:
-        yield face_tracker
 
 
 @pytest.fixture(scope="module")

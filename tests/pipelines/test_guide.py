@@ -9,16 +9,12 @@ import pytest
 from magicportrait.cli.main import main
 from magicportrait.io.image import save_image
 from magicportrait.io.video import iter_frames, probe_video
-from magicportrait.pipelines.example import example_portrait, write_example
+from magicportrait.pipelines.example import example_portrait
 from magicportrait.types import HeadTrack, Track
 
 NUM_FRAMES = 12
 SIZE = 256
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    return write_example(tmp_path_factory.mktemp("example"), num_frames=NUM_FRAMES)
+EXAMPLE_FRAMES = NUM_FRAMES  # the conftest's example fixture writes the bundled example this long
 
 
 @pytest.fixture(scope="module")

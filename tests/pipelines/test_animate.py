@@ -8,23 +8,11 @@ import torch
 
 from magicportrait.cli.main import main
 from magicportrait.io.video import iter_frames, probe_video
-from magicportrait.pipelines.example import write_example
 
 NUM_FRAMES = 14  # two context windows of 12 (the second wraps around), like the official run
 SIZE = 128
 FAST = ["--size", str(SIZE), "--steps", "2", "--max-frames", str(NUM_FRAMES), "--no-show-progress"]
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    from magicportrait.models.tiny import write_tiny_release
-
-    return write_tiny_release(tmp_path_factory.mktemp("release"))
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    return write_example(tmp_path_factory.mktemp("example"), num_frames=20)
+EXAMPLE_FRAMES = 20  # the conftest's example fixture writes the bundled example this long
 
 
 @pytest.fixture(scope="module")

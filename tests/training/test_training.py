@@ -16,8 +16,9 @@ from magicportrait.models.checkpoints import read_state_dict
 from magicportrait.training.config import load_config
 from magicportrait.training.data import ResumableSampler, Stage1Dataset, Stage2Dataset
 from magicportrait.training.trainer import Trainer, latest_checkpoint
+from shared_paths import PROJECT
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = PROJECT / "configs"
 SIZE = 64
 OFFICIAL = ["denoising_unet.pth", "reference_unet.pth", "guidance_encoder_depth.pth", "guidance_encoder_normal.pth",
             "guidance_encoder_render.pth"]

@@ -35,12 +35,6 @@ def astronaut() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def tracker():
-    with FaceTracker(TrackerConfig(show_progress=False)) as face_tracker:
-        yield face_tracker
-
-
-@pytest.fixture(scope="module")
 def reference(tracker, astronaut) -> np.ndarray:
     """Landmarks of the plain astronaut image, (478, 3)."""
     return tracker.track_image(astronaut).landmarks[0]
