@@ -115,6 +115,20 @@ def test_flags_that_do_nothing_are_not_offered(command, capsys):
     assert parser.parse_args([*command, "--no-write-frames"]).write_frames is False
 
 
+@pytest.mark.parametrize("argv, unknown", [
+    (["evaluate", "-p", "p", "-d", "d", "-s", "s", "-o", "x"], "--flame-texture"),
+    (["generate", "-g", "g", "-o", "x"], "--smoothing"),
+    (["generate", "-g", "g", "-o", "x"], "--geometric-blend"),
+    (["generate", "-g", "g", "-o", "x"], "--flame"),
+])
+def test_other_commands_offer_only_what_they_use(argv, unknown, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, unknown, "1"])
+    assert f"unrecognized arguments: {unknown}" in capsys.readouterr().err
+    generate = build_parser().parse_args(["generate", "-g", "g", "-o", "x", "--steps", "3", "--seed", "7"])
+    assert (generate.steps, generate.seed) == (3, 7)
+
+
 def test_verbosity_flags():
     parser = build_parser()
     assert parser.parse_args(["-q", "demo"]).verbosity == QUIET

@@ -220,6 +220,7 @@ USAGES = {"guide": PAIR_USAGE, "animate": PAIR_USAGE, "track": "%(prog)s INPUT -
           "evaluate": "%(prog)s -p PRED -d DRIVING -s SOURCE [--gt GT] -o DIR [options]",
           "benchmark": "%(prog)s CLIPS -o DIR [options]", "prepare": "%(prog)s VIDEOS -o DATA_DIR [options]"}
 # Flags of a config that do nothing for a command: not offered there.
+NOT_FOR_EVALUATE = ("flame_texture",)  # the head model's fit matters for motion metrics; its render texture does not
 NOT_FOR_ANIMATE = ("write_preview",)  # the generators write their own grid.mp4 (a guide-only preview otherwise)
 
 
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--gt", help="Ground truth (self-reenactment): adds LPIPS, PSNR, SSIM and LMD.")
     argument_group(evaluate, OUTPUT).add_argument("--output", "-o", required=True,
                                                   help="Output folder for the report.")
-    add_config_arguments(evaluate, EvaluationConfig)
+    add_config_arguments(evaluate, EvaluationConfig, skip=NOT_FOR_EVALUATE)
     evaluate.set_defaults(handler=_evaluate)
 
     benchmark = commands.add_parser("benchmark", help="Self-reenactment protocol on a folder of clips: first frame "
