@@ -50,6 +50,7 @@ from magicportrait.types import GUIDANCE_NAMES, HeadTrack, SourceFace
 logger = logging.getLogger(__name__)
 LATENT_MULTIPLE = 64  # the UNet halves the 1/8-size latents three times
 OFFICIAL_FPS = 24.0  # the official release writes every video at 24 fps
+GUIDANCE_CACHE_BYTES = 1 << 30  # rendered guidance kept in memory: 1 GiB holds 455 frames of the three 512 maps
 
 
 @dataclass
@@ -184,7 +185,7 @@ class MagicPortraitPipeline:
         with output_folder(output_dir) as out:  # locked and checked now, before minutes of tracking
             source, driving = stages.prepare_inputs(guide, self.head_model, source_path, driving_path, motion)
             maps = RenderedGuidance(self.head_model, source, driving.aligned, guide.chunk_size, guide.device,
-                                    cached_frames=config.generation.context_frames + 2 * guide.chunk_size)
+                                    cached_frames=_guidance_cache_frames(config))
             latents = self.generator.generate_latents(source.crop, maps.loaders(), config.generation,
                                                       driving.aligned.num_frames)
             with out.stage() as stage:
@@ -246,6 +247,14 @@ def _guidance_inputs(guidance_dir: str | Path, reference: str | Path | None):
                     folder.size[1], folder.size[0])
         image = cv2.resize(image, folder.size[::-1], interpolation=cv2.INTER_AREA)
     return folder, image
+
+
+def _guidance_cache_frames(config: AnimateConfig) -> int:
+    """Frames of rendered maps kept in memory: the whole video when it fits in :data:`GUIDANCE_CACHE_BYTES` (each
+    frame is then rendered once, not once per denoising step), and at least a window's frames."""
+    size = config.guide.size
+    whole = GUIDANCE_CACHE_BYTES // (len(GUIDANCE_NAMES) * size * size * 3)
+    return max(whole, config.generation.context_frames + 2 * config.guide.chunk_size)
 
 
 def _result_writer(config: AnimateConfig, stage: Path, source_path: str | Path, source: SourceFace,
