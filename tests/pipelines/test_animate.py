@@ -63,6 +63,9 @@ def test_generate_refuses_folders_that_disagree(animated, release, tmp_path, cap
     error = capsys.readouterr().err
     assert "disagree in frame count" in error and "normal/ 13" in error and "depth/ 14" in error
     assert not (tmp_path / "out").exists()
+    assert main(["generate", "-g", str(animated / "guidance"), "-o", str(tmp_path / "out"), "--weights",
+                 str(release), "--fps", "0"]) == 2
+    assert "--fps must be in (0, 240], got 0." in capsys.readouterr().err
 
 
 def test_animate_streams_its_guidance_without_pngs(release, example, tmp_path):

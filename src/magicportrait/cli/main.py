@@ -250,11 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="The diffusion generator alone on a guidance folder (guide's "
                                    "output, or the official release's transfers/<name>/ with depth/ normal/ "
                                    "render/): writes result.mp4 and grid.mp4.")
-    generate.add_argument("--guidance", "-g", required=True, help="Folder with depth/ normal/ render/ PNG frames.")
-    generate.add_argument("--reference", "-r", help="Reference portrait crop (default: the folder's source.png).")
-    generate.add_argument("--fps", type=float, default=None, help="Frame rate of the result (default: the folder's "
-                          "aligned_head.npz, else 24 like the official release).")
-    generate.add_argument("--output", "-o", required=True, help="Output folder.")
+    inputs = argument_group(generate, INPUT)
+    inputs.add_argument("--guidance", "-g", required=True, help="Folder with depth/ normal/ render/ PNG frames.")
+    inputs.add_argument("--reference", "-r", help="Reference portrait crop (default: the folder's source.png).")
+    outputs = argument_group(generate, OUTPUT)
+    outputs.add_argument("--output", "-o", required=True, help="Output folder.")
+    outputs.add_argument("--fps", type=float, default=None, help="Frame rate of the result (default: the folder's "
+                         "aligned_head.npz, else 24 like the official release).")
     add_config_arguments(generate, AnimateConfig, skip=GENERATE_SKIPS)
     generate.set_defaults(handler=_generate)
 

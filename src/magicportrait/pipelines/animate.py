@@ -212,6 +212,8 @@ class MagicPortraitPipeline:
         24 (the official release's output rate).
         """
         config = self.config
+        if fps is not None and not 0 < fps <= 240:
+            raise InputError(f"--fps must be in (0, 240], got {fps:g}.")
         with output_folder(output_dir) as out:
             folder, image = _guidance_inputs(guidance_dir, reference)
             fps = fps or _folder_fps(folder.root)
