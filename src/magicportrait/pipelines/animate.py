@@ -38,6 +38,7 @@ from magicportrait.config import GENERATOR, OUTPUT, SAMPLER, check_at_least, che
 from magicportrait.errors import InputError
 from magicportrait.heads import HeadModel, head_model_from_config
 from magicportrait.io.assets import WEIGHTS, asset_value
+from magicportrait.io.image import load_image
 from magicportrait.io.output import output_folder
 from magicportrait.models.generation import GenerationConfig
 from magicportrait.models.release import DEFAULT_PROMPT
@@ -183,7 +184,9 @@ class MagicPortraitPipeline:
 
         config, guide = self.config, self.config.guide
         with output_folder(output_dir) as out:  # locked and checked now, before minutes of tracking
-            source, driving = stages.prepare_inputs(guide, self.head_model, source_path, driving_path, motion)
+            image = load_image(source_path)
+            source, driving = stages.prepare_inputs(guide, self.head_model, image, str(source_path), driving_path,
+                                                    motion)
             maps = RenderedGuidance(self.head_model, source, driving.aligned, guide.chunk_size, guide.device,
                                     cached_frames=_guidance_cache_frames(config))
             latents = self.generator.generate_latents(source.crop, maps.loaders(), config.generation,
@@ -192,7 +195,7 @@ class MagicPortraitPipeline:
                 stages.save_inputs(stage / "guidance", source, driving)
                 if guide.write_frames:
                     _write_guidance_frames(stage / "guidance", maps)
-                writer = _result_writer(config, stage, source_path, source, driving, driving_path, "full")
+                writer = _result_writer(config, stage, source_path, image, source, driving, driving_path, "full")
                 crops = stages.driving_crops(driving_path, driving.driving_track, guide, driving.aligned.num_frames)
                 with writer:
                     index = 0
@@ -259,13 +262,15 @@ def _guidance_cache_frames(config: AnimateConfig) -> int:
     return max(whole, config.generation.context_frames + 2 * config.guide.chunk_size)
 
 
-def _result_writer(config: AnimateConfig, stage: Path, source_path: str | Path, source: SourceFace,
-                   motion: stages.Motion, driving_path: str | Path | None, paste_mode: str) -> ResultWriter:
-    """The writer of result.mp4 (pasted back with ``paste_mode``), result_crop.mp4, grid.mp4 and result frames."""
-    from magicportrait.io.image import load_alpha, load_image
+def _result_writer(config: AnimateConfig, stage: Path, source_path: str | Path, image: np.ndarray,
+                   source: SourceFace, motion: stages.Motion, driving_path: str | Path | None,
+                   paste_mode: str) -> ResultWriter:
+    """The writer of result.mp4 (``image`` with the crops pasted back by ``paste_mode``), result_crop.mp4, grid.mp4
+    and result frames."""
+    from magicportrait.io.image import load_alpha
 
     alpha = load_alpha(source_path) if config.write_result_frames else None
-    return ResultWriter(stage, motion.fps, stages.audio_source(driving_path, config.guide), load_image(source_path),
+    return ResultWriter(stage, motion.fps, stages.audio_source(driving_path, config.guide), image,
                         source.crop, source.crop_matrix, paste_mode=paste_mode if config.paste_back else None,
                         write_grid=config.write_grid, max_output_size=config.max_output_size,
                         write_result_frames=config.write_result_frames, source_alpha=alpha,
@@ -306,11 +311,13 @@ class GeometricPipeline:
         """Reenact ``source_path`` with ``driving_path``'s motion (or the saved ``motion``) into ``output_dir``."""
         config = self.config
         with output_folder(output_dir) as out:  # locked and checked now, before minutes of tracking
-            source, driving = stages.prepare_inputs(config.guide, self.head_model, source_path, driving_path, motion)
+            image = load_image(source_path)
+            source, driving = stages.prepare_inputs(config.guide, self.head_model, image, str(source_path),
+                                                    driving_path, motion)
             driving = self.limit_motion(source, driving)
             with out.stage() as stage:
                 files = stages.save_inputs(stage, source, driving)
-                writer = _result_writer(config, stage, source_path, source, driving, driving_path, "changed")
+                writer = _result_writer(config, stage, source_path, image, source, driving, driving_path, "changed")
                 with writer:
                     self._generate(source, driving, driving_path, writer)
         return _result(output_dir, stage, {**writer.files, **files}, driving.aligned.num_frames, driving.fps,

@@ -38,6 +38,7 @@ from magicportrait.config import (
 from magicportrait.errors import InputError
 from magicportrait.heads import HeadModel, HeadModelConfig, head_model_from_config
 from magicportrait.io.frames import FrameFolder
+from magicportrait.io.image import load_image
 from magicportrait.io.output import output_folder
 from magicportrait.pipelines import stages
 from magicportrait.rendering.appearance import AppearanceConfig
@@ -113,7 +114,9 @@ class GuidePipeline:
             motion: str | Path | None = None) -> GuideResult:
         config = self.config
         with output_folder(output_dir) as out:  # locked and checked now, before minutes of tracking
-            source, driving = stages.prepare_inputs(config, self.head_model, source_path, driving_path, motion)
+            image = load_image(source_path)
+            source, driving = stages.prepare_inputs(config, self.head_model, image, str(source_path), driving_path,
+                                                    motion)
             with out.stage() as stage:
                 files = stages.save_inputs(stage, source, driving)
                 files.update(self._write_maps(stage, source, driving, driving_path))

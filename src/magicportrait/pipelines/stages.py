@@ -145,17 +145,15 @@ class Motion:
     fps: float
 
 
-def prepare_inputs(config: GuideConfig, head_model: HeadModel, source_path: str | Path,
+def prepare_inputs(config: GuideConfig, head_model: HeadModel, image: np.ndarray, source_name: str,
                    driving_path: str | Path | None,
                    motion_path: str | Path | None = None) -> tuple[SourceFace, Motion]:
-    """The source portrait prepared and the driving motion aligned to it (or the saved motion, checked)."""
-    from magicportrait.io.image import load_image
-
+    """The source portrait (``image``, loaded from ``source_name``) prepared, and the driving motion aligned to it
+    (or the saved motion, checked)."""
     if driving_path is None and motion_path is None:
         raise InputError("Give a driving video (--driving) or a saved motion (--motion aligned_head.npz).")
-    image = load_image(source_path)
     with FaceTracker(config.tracker) as tracker:
-        source = prepare_source(image, tracker, head_model, config, str(source_path))
+        source = prepare_source(image, tracker, head_model, config, source_name)
         if motion_path is None:
             driving_track = track_driving(driving_path, tracker, config)
     if motion_path is not None:
