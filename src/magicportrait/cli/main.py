@@ -185,6 +185,17 @@ def _track(args: argparse.Namespace) -> None:
           f"-> {args.output}")
 
 
+def _faces(args: argparse.Namespace) -> None:
+    from magicportrait.pipelines.faces import write_faces_picture
+    from magicportrait.tracking import TrackerConfig
+
+    faces = write_faces_picture(args.image, args.output, config_from_args(TrackerConfig, args))
+    print(f"Found {len(faces)} face{'s' * (len(faces) != 1)} in {args.image} (numbered from the left): "
+          f"{args.output}")
+    for face in faces:
+        print(f"  --face {face.number}   {face.face_box_flag}")
+
+
 def _example(args: argparse.Namespace) -> None:
     from magicportrait.pipelines.example import write_example
 
@@ -218,10 +229,14 @@ USAGES = {"guide": PAIR_USAGE, "animate": PAIR_USAGE, "track": "%(prog)s INPUT -
           "demo": "%(prog)s [-o DIR] [options]",
           "generate": "%(prog)s --guidance DIR -o DIR [--reference IMAGE] [options]",
           "evaluate": "%(prog)s -p PRED -d DRIVING -s SOURCE [--gt GT] -o DIR [options]",
-          "benchmark": "%(prog)s CLIPS -o DIR [options]", "prepare": "%(prog)s VIDEOS -o DATA_DIR [options]"}
+          "benchmark": "%(prog)s CLIPS -o DIR [options]", "faces": "%(prog)s IMAGE -o FACES.png [options]",
+          "prepare": "%(prog)s VIDEOS -o DATA_DIR [options]"}
 # Flags of a config that do nothing for a command: not offered there.
 NOT_FOR_EVALUATE = ("flame_texture",)  # the head model's fit matters for motion metrics; its render texture does not
-NOT_FOR_ANIMATE = ("write_preview",)  # the generators write their own grid.mp4 (a guide-only preview otherwise)
+NOT_FOR_ANIMATE = ("write_preview",)
+# faces looks at one still image: the video tracking options do nothing there.
+FACES_SKIPS = ("min_tracking_confidence", "box_scale", "box_smoothing", "relock_after_s", "settle_passes",
+               "show_progress")  # the generators write their own grid.mp4 (a guide-only preview otherwise)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,6 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="Override a config value, e.g. --set run.max_steps=100 (repeatable).")
     train.set_defaults(handler=_train)
+
+    faces = commands.add_parser("faces", help="Find every face of a portrait and write it with each face boxed "
+                                "and numbered as --face N numbers them (the quickest way to choose one).")
+    argument_group(faces, INPUT).add_argument("image", help="Portrait image.")
+    argument_group(faces, OUTPUT).add_argument("--output", "-o", required=True,
+                                               help="Picture to write, e.g. faces.png.")
+    add_config_arguments(faces, TrackerConfig, skip=FACES_SKIPS)
+    faces.set_defaults(handler=_faces)
 
     example = commands.add_parser("example", help="Write the bundled example (source.png, driving.mp4).")
     example.add_argument("--output", "-o", required=True, help="Output folder.")

@@ -44,6 +44,7 @@ from magicportrait.pipelines import stages
 from magicportrait.rendering.appearance import AppearanceConfig
 from magicportrait.rendering.guidance import render_guidance
 from magicportrait.tracking import TrackerConfig
+from magicportrait.tracking.boxes import parse_face_box
 from magicportrait.types import GUIDANCE_NAMES, SourceFace
 
 logger = logging.getLogger(__name__)
@@ -57,13 +58,16 @@ class GuideConfig:
 
     cli_group: ClassVar[str] = GUIDANCE
     cli_field_groups: ClassVar[dict[str, str]] = {
-        "max_frames": INPUT, "face": FACE, "driving_max_size": FACE, "write_frames": OUTPUT, "write_preview": OUTPUT,
-        "keep_audio": OUTPUT, "show_progress": OUTPUT}
+        "max_frames": INPUT, "face": FACE, "face_box": FACE, "driving_max_size": FACE, "write_frames": OUTPUT,
+        "write_preview": OUTPUT, "keep_audio": OUTPUT, "show_progress": OUTPUT}
 
     size: int = option(512, "Side of the square guidance maps and of the source face crop, pixels.")
     max_frames: int | None = option(None, "Use only the first N driving frames.")
     face: int | None = option(None, "Which face of the source portrait to animate when it shows several: 0 is the "
                                     "leftmost, 1 the next to the right, ...; default: the most prominent one.")
+    face_box: str | None = option(None, "Use the face inside this box of the portrait, x,y,width,height in pixels "
+                                        "of the image (a face the detector misses; `magicportrait faces IMAGE -o "
+                                        "faces.png` shows the faces it finds).")
     driving_max_size: int = option(1280, "Driving frames are downscaled to this longer side for tracking.")
     write_frames: bool = option(True, "Also write per-frame PNG folders depth/ normal/ render/.")
     write_preview: bool = option(True, "Write preview.mp4: source | driving | depth | normal | render.")
@@ -81,6 +85,10 @@ class GuideConfig:
         check_range(self, "size", MIN_SIZE, MAX_SIZE)  # 512 matches the diffusion model
         check_at_least(self, 1, "max_frames", "chunk_size")
         check_at_least(self, 0, "face")
+        if self.face_box is not None:
+            parse_face_box(self.face_box, flag("face_box"))
+            if self.face is not None:
+                raise InputError(f"{flag('face')} and {flag('face_box')} both choose the face; give one of them.")
         check_at_least(self, MIN_SIZE, "driving_max_size")
         check_device(self)
         reference = self.alignment.reference_frame

@@ -19,7 +19,7 @@ from magicportrait.errors import InputError
 from magicportrait.heads import HeadModel
 from magicportrait.rendering.appearance import source_appearance
 from magicportrait.tracking import FaceTracker
-from magicportrait.tracking.boxes import crop_face, crop_matrix, crop_track
+from magicportrait.tracking.boxes import crop_face, crop_matrix, crop_track, parse_face_box
 from magicportrait.types import HeadTrack, SourceFace, Track
 
 if TYPE_CHECKING:
@@ -42,9 +42,10 @@ def prepare_source(image: np.ndarray, tracker: FaceTracker, head_model: HeadMode
                    source_name: str = "") -> SourceFace:
     """Track the chosen face of the portrait, crop it to ``config.size``, fit the head model, estimate the render
     map's appearance."""
-    track = tracker.track_image(image, source=source_name, face_index=config.face)
+    face_box = None if config.face_box is None else parse_face_box(config.face_box)
+    track = tracker.track_image(image, source=source_name, face_index=config.face, face_box=face_box)
     num_faces = int(track.num_faces[0])
-    if num_faces > 1:
+    if num_faces > 1 and face_box is None:
         number = config.face if config.face is not None else tracker.face_number(image, track.landmarks[0],
                                                                                   source_name)
         logger.info("%d faces found in %s; using face %s (numbered from the left; choose with --face N).",

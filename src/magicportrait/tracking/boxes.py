@@ -12,8 +12,27 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from magicportrait.errors import InputError
 from magicportrait.tracking.smoothing import SmoothingMethod, smooth
 from magicportrait.types import Track
+
+
+def parse_face_box(value: str | tuple[float, ...] | list[float], name: str = "--face-box"
+                   ) -> tuple[float, float, float, float]:
+    """A user's face box ``"x,y,width,height"`` (pixels of the image; or a sequence of four numbers) as floats.
+
+    Raises:
+        InputError: not four numbers, or a width or height that is not positive.
+    """
+    parts = value.replace(" ", "").split(",") if isinstance(value, str) else list(value)
+    try:
+        x, y, width, height = (float(part) for part in parts)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} takes four numbers x,y,width,height (pixels of the image, e.g. "
+                         f"{name} 410,380,190,210), got {value!r}.") from None
+    if not (width > 0 and height > 0) or not all(np.isfinite([x, y, width, height])):
+        raise InputError(f"{name} {value!r}: the width and height must be positive and all four numbers finite.")
+    return x, y, width, height
 
 
 def landmark_bboxes(landmarks: np.ndarray) -> np.ndarray:

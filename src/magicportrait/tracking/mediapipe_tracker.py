@@ -20,15 +20,19 @@ from tqdm import tqdm
 from magicportrait.config import FACE, OUTPUT, check_at_least, check_positive, check_range, option
 from magicportrait.console import QuietStart
 from magicportrait.errors import DependencyError, InputError, NoFaceError
-from magicportrait.tracking.boxes import (
-    bbox_iou,
-    crop_image,
-    crop_matrix,
-    invert_affine,
-    landmark_bboxes,
-    smooth_boxes,
-    square_boxes_from_landmarks,
-    transform_points,
+from magicportrait.tracking.boxes import bbox_iou, landmark_bboxes, smooth_boxes, square_boxes_from_landmarks
+from magicportrait.tracking.detection import (
+    FaceDetection,
+    center_distance,
+    confirmed,
+    detect_faces,
+    detect_in_region,
+    detect_in_tiles,
+    detect_rotated,
+    detection_from_landmarks,
+    merge_detections,
+    mesh_detection,
+    mesh_faces,
 )
 from magicportrait.types import NUM_LANDMARKS, Track
 
@@ -40,9 +44,8 @@ TINY_IMAGE_PX = 128  # below this the whole frame is hardly bigger than a usable
 MATCH_MIN_IOU = 0.3  # a face continues the track if it overlaps the last tracked face this much...
 MATCH_MAX_CENTER_DIST = 0.5  # ...or its centre is within this many face sizes of it
 DETECTION_MAX_CENTER_DIST = 0.75  # detector boxes are tighter than landmark boxes: allow a little more
+UPRIGHT_ROLL_DEGREES = 10.0  # faces found in a whole image tilted more than this are meshed again, upright
 SETTLED_MIN_IOU = 0.6  # a settled face must overlap the face it re-measures this much
-RESCUE_CROP_SCALE = 1.8  # crop side / detection box side for the rescue Face Mesh
-RESCUE_CROP_SIZE_RANGE = (192, 512)  # crop resolution (px): native, clipped to this range
 
 
 @dataclass
@@ -110,11 +113,6 @@ def _bbox_size(bbox: np.ndarray) -> float:
     return max(float(bbox[2] - bbox[0]), float(bbox[3] - bbox[1]))
 
 
-def _center_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Distance between the centres of two boxes in units of the size of ``a``."""
-    return math.hypot((a[0] + a[2] - b[0] - b[2]) / 2.0, (a[1] + a[3] - b[1] - b[3]) / 2.0) / max(_bbox_size(a), 1e-6)
-
-
 class FaceSelector:
     """Decides which face is *the* face in each frame and keeps that identity over time.
 
@@ -151,14 +149,14 @@ class FaceSelector:
         if not matching:
             return None
         return max(matching, key=lambda i: (bbox_iou(self.last_bbox, bboxes[i]),
-                                            -_center_distance(self.last_bbox, bboxes[i])))
+                                            -center_distance(self.last_bbox, bboxes[i])))
 
     def rank_detections(self, bboxes: Sequence[np.ndarray]) -> list[int]:
         """Indices of detector boxes that may be the tracked face, most likely first."""
         if not self.locked:
             return sorted(range(len(bboxes)), key=lambda i: -face_score(bboxes[i], self.image_size))
-        near = [i for i, b in enumerate(bboxes) if _center_distance(self.last_bbox, b) <= DETECTION_MAX_CENTER_DIST]
-        return sorted(near, key=lambda i: _center_distance(self.last_bbox, bboxes[i]))
+        near = [i for i, b in enumerate(bboxes) if center_distance(self.last_bbox, b) <= DETECTION_MAX_CENTER_DIST]
+        return sorted(near, key=lambda i: center_distance(self.last_bbox, bboxes[i]))
 
     def update(self, bbox: np.ndarray | None) -> None:
         """Record the tracked face's bbox in this frame (None: missing)."""
@@ -175,7 +173,7 @@ class FaceSelector:
 
     def _matches(self, bbox: np.ndarray) -> bool:
         return (bbox_iou(self.last_bbox, bbox) >= MATCH_MIN_IOU
-                or _center_distance(self.last_bbox, bbox) <= MATCH_MAX_CENTER_DIST)
+                or center_distance(self.last_bbox, bbox) <= MATCH_MAX_CENTER_DIST)
 
 
 # ----------------------------------------------------------------------------------------- missing frames
@@ -236,6 +234,13 @@ def _check_face_index(face_index: int | None, source: str) -> None:
                          f"... from the left.")
 
 
+def _check_face_box(box: tuple[float, float, float, float], image_size: tuple[int, int], source: str) -> None:
+    x, y, width, height = box
+    if x >= image_size[1] or y >= image_size[0] or x + width <= 0 or y + height <= 0:
+        raise InputError(f"--face-box {x:g},{y:g},{width:g},{height:g} lies outside {source or 'the image'} "
+                         f"({image_size[1]}x{image_size[0]} px); give x,y,width,height in its pixels.")
+
+
 def _face_out_of_range_message(face_index: int, num_faces: int, source: str) -> str:
     faces = "1 face" if num_faces == 1 else f"{num_faces} faces"
     return (f"No face number {face_index} in {source or 'the image'}: found {faces} (numbered 0..{num_faces - 1} "
@@ -259,37 +264,6 @@ def _as_rgb(frame: np.ndarray, index: int) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
-def _mesh_faces(mesh, image: np.ndarray, out_width: float, out_height: float) -> list[np.ndarray]:
-    """Face Mesh landmarks of ``image`` as ``(478, 3)`` float32 arrays scaled to ``out_width x out_height``.
-
-    MediaPipe's x, y are normalised by the image width/height and its z by the width, so multiplying by the
-    output size gives pixels of a resized copy of ``image`` too (used for the working-size downscale).
-    """
-    result = mesh.process(image)
-    if not result.multi_face_landmarks:
-        return []
-    scale = np.array([out_width, out_height, out_width], dtype=np.float32)
-    return [np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32) * scale
-            for face in result.multi_face_landmarks]
-
-
-def _detect_faces(detector, image: np.ndarray, out_width: float, out_height: float) -> list[np.ndarray]:
-    """Face detector boxes (x0, y0, x1, y1) of ``image`` scaled to ``out_width x out_height`` pixels."""
-    result = detector.process(image)
-    boxes = []
-    for detection in result.detections or []:
-        rel = detection.location_data.relative_bounding_box
-        boxes.append(np.array([rel.xmin * out_width, rel.ymin * out_height, (rel.xmin + rel.width) * out_width,
-                               (rel.ymin + rel.height) * out_height]))
-    return boxes
-
-
-def _tile_starts(length: int, tile: int) -> list[int]:
-    """Start offsets of tiles of size ``tile`` covering ``length`` with half-tile overlap."""
-    starts = list(range(0, max(length - tile, 0), max(tile // 2, 1)))
-    return starts + [max(length - tile, 0)]
-
-
 class FaceTracker:
     """Tracks one face through a video (or finds it in an image) with MediaPipe Face Mesh.
 
@@ -304,6 +278,7 @@ class FaceTracker:
         self._face_mesh, self._face_detection = _import_mediapipe()
         self._static_mesh = None
         self._detector = None
+        self._short_range_detector = None
 
     def __enter__(self) -> FaceTracker:
         return self
@@ -313,10 +288,10 @@ class FaceTracker:
 
     def close(self) -> None:
         """Release the MediaPipe graphs (they are re-created if the tracker is used again)."""
-        for graph in (self._static_mesh, self._detector):
+        for graph in (self._static_mesh, self._detector, self._short_range_detector):
             if graph is not None:
                 graph.close()
-        self._static_mesh = self._detector = None
+        self._static_mesh = self._detector = self._short_range_detector = None
 
     # -- public API
 
@@ -357,22 +332,29 @@ class FaceTracker:
             raise InputError(f"{source or 'Video'}: no frames to track.")
         return self._assemble_track(per_frame, num_faces, fps, image_size, source, selector)
 
-    def track_image(self, image: np.ndarray, source: str = "", face_index: int | None = None) -> Track:
+    def track_image(self, image: np.ndarray, source: str = "", face_index: int | None = None,
+                    face_box: tuple[float, float, float, float] | None = None) -> Track:
         """Find one face in one RGB uint8 image: a Track with T=1 and fps 0.
 
         ``face_index``: None takes the most prominent face (large and central, see :func:`face_score`); N takes
-        face N of :meth:`find_faces`, numbered from 0 left to right. ``num_faces[0]`` is how many faces were found.
+        face N of :meth:`find_faces`, numbered from 0 left to right. ``face_box`` (x, y, width, height pixels)
+        takes the face inside it instead (:meth:`face_in_box`). ``num_faces[0]`` is how many faces were found
+        (1 with ``face_box``).
 
         Raises:
             NoFaceError: no usable face (the message says why it may have failed, e.g. a tiny image).
-            InputError: ``face_index`` is negative, or the image has no face of that number.
+            InputError: ``face_index`` is negative, the image has no face of that number, or ``face_box`` lies
+                outside the image.
         """
         _check_face_index(face_index, source)
         image = _as_rgb(image, 0)
         image_size = image.shape[:2]
         self._warn_if_tiny(image_size, source)
         selector = FaceSelector(image_size, 1, self.config.min_face_size)
-        if face_index is None:
+        if face_box is not None:
+            _check_face_box(face_box, image_size, source)
+            landmarks, count = self.face_in_box(image, face_box, source), 1
+        elif face_index is None:
             landmarks, count = self._locate(image, self._get_static_mesh(), selector, tiled=True)
         else:
             faces, selector.largest_too_small = self._image_faces(image)
@@ -394,7 +376,7 @@ class FaceTracker:
         height, width = frame.shape[:2]
         working = self._working_frame(frame)
         for _ in range(self.config.settle_passes):
-            _mesh_faces(video_mesh, working, width, height)
+            mesh_faces(video_mesh, working, width, height)
 
     def _settled_landmarks(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """``landmarks`` of a face in a still image, re-measured as a settled video frame would be (if found)."""
@@ -404,7 +386,7 @@ class FaceTracker:
         box = landmark_bboxes(landmarks)
         with self._video_mesh() as video_mesh:
             self._settle(video_mesh, image)
-            faces = _mesh_faces(video_mesh, self._working_frame(image), width, height)
+            faces = mesh_faces(video_mesh, self._working_frame(image), width, height)
         overlaps = [bbox_iou(box, landmark_bboxes(face)) for face in faces]
         if not overlaps or max(overlaps) < SETTLED_MIN_IOU:
             return landmarks  # the video-mode mesh did not find this face (e.g. a small one found by the rescue)
@@ -445,7 +427,7 @@ class FaceTracker:
         """
         height, width = frame.shape[:2]
         working = self._working_frame(frame)
-        faces = _mesh_faces(mesh, working, width, height)
+        faces = mesh_faces(mesh, working, width, height)
         choice = selector.pick([landmark_bboxes(f) for f in faces])
         landmarks = None if choice is None else faces[choice]
         count = len(faces)
@@ -457,38 +439,31 @@ class FaceTracker:
 
     def _rescue(self, frame: np.ndarray, working: np.ndarray, selector: FaceSelector,
                 tiled: bool = False) -> tuple[np.ndarray | None, int]:
-        """Find the tracked face with the full-range detector and a static Face Mesh on a crop around it.
+        """Find the tracked face with the full-range detector and a static Face Mesh on an upright crop around it.
 
         Face Mesh's own detector is short-range (faces filling much of the frame); the full-range one also finds
-        small faces, and cropping around it gives the mesh a large face. Returns (landmarks or None, detections).
+        small faces, and cropping around it gives the mesh a large, level face. When nothing is detected, tilted
+        copies of the frame are searched too (and, with ``tiled``, full-resolution tiles of a large image).
+        Returns (landmarks or None, detections).
         """
         height, width = frame.shape[:2]
-        detections = _detect_faces(self._get_detector(), working, width, height)
+        detections = detect_faces(self._get_detector(), working, width, height)
         if not detections and tiled:
-            detections = self._detect_in_tiles(frame)
-        ranked = selector.rank_detections(detections)
+            detections = detect_in_tiles(self._get_detector(), frame, self.config.max_working_size)
+        if not detections:
+            detections = detect_rotated(self._get_detector(), working, (width, height))
+        ranked = selector.rank_detections([d.box for d in detections])
         if not ranked:
             return None, len(detections)
-        faces = self._mesh_around(frame, detections[ranked[0]])
-        choice = selector.pick([landmark_bboxes(f) for f in faces])
-        return (None if choice is None else faces[choice]), len(detections)
-
-    def _mesh_around(self, frame: np.ndarray, detection: np.ndarray) -> list[np.ndarray]:
-        """Static Face Mesh on a square crop around a detector box; the faces' landmarks in frame pixels."""
-        x0, y0, x1, y1 = detection
-        side = RESCUE_CROP_SCALE * max(x1 - x0, y1 - y0)
-        box = np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0, side])
-        crop_size = int(np.clip(round(side), *RESCUE_CROP_SIZE_RANGE))
-        crop = crop_image(frame, box, crop_size)
-        faces = _mesh_faces(self._get_static_mesh(), crop, crop_size, crop_size)
-        to_frame = invert_affine(crop_matrix(box, crop_size))
-        return [transform_points(f, to_frame).astype(np.float32) for f in faces]
+        landmarks = mesh_detection(self._get_static_mesh(), frame, detections[ranked[0]])
+        choice = None if landmarks is None else selector.pick([landmark_bboxes(landmarks)])
+        return (None if choice is None else landmarks), len(detections)
 
     def _image_faces(self, image: np.ndarray) -> tuple[list[np.ndarray], float]:
         """All usable faces of one RGB image, left to right, and the size of the largest one too small to use."""
         height, width = image.shape[:2]
         working = self._working_frame(image)
-        faces = _mesh_faces(self._get_static_mesh(), working, width, height)
+        faces = [self._upright(image, face) for face in mesh_faces(self._get_static_mesh(), working, width, height)]
         if self.config.detection_fallback:
             faces += self._rescue_missed(image, working, faces)
         sizes = [_bbox_size(landmark_bboxes(f)) for f in faces]
@@ -496,45 +471,63 @@ class FaceTracker:
         largest_too_small = max([0.0, *(size for size in sizes if size < self.config.min_face_size)])
         return sorted(usable, key=lambda f: float(landmark_bboxes(f)[[0, 2]].mean())), largest_too_small
 
-    def _rescue_missed(self, frame: np.ndarray, working: np.ndarray, found: list[np.ndarray]) -> list[np.ndarray]:
-        """Faces the detector finds but Face Mesh missed (``found``), each meshed on a crop around its detection.
+    def _upright(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """``landmarks`` of a face meshed in the whole image, measured again on an upright crop around it: Face
+        Mesh fits a strongly tilted head poorly (a box reaching over an arm), and a level face well."""
+        detection = detection_from_landmarks(landmarks)
+        if abs(detection.roll_degrees) < UPRIGHT_ROLL_DEGREES:
+            return landmarks
+        remeshed = mesh_detection(self._get_static_mesh(), image, detection)
+        return landmarks if remeshed is None else remeshed
 
-        Full-resolution tiles are searched only when the downscaled image shows no face at all, as in tracking.
+    def _rescue_missed(self, frame: np.ndarray, working: np.ndarray, found: list[np.ndarray]) -> list[np.ndarray]:
+        """Faces the detector finds but Face Mesh missed (``found``), each meshed on an upright crop around it.
+
+        The detector runs on the working image and on copies tilted by +-30 degrees (tilted heads), and on
+        full-resolution tiles of an image larger than the working size (small faces).
         """
         height, width = frame.shape[:2]
-        detections = _detect_faces(self._get_detector(), working, width, height)
-        if not detections and not found:
-            detections = self._detect_in_tiles(frame)
+        detector = self._get_detector()
+        detections = merge_detections(detect_rotated(detector, working, (width, height))
+                                      + detect_in_tiles(detector, frame, self.config.max_working_size))
         boxes = [landmark_bboxes(f) for f in found]
         rescued = []
-        for detection in sorted(detections, key=lambda b: -face_score(b, (height, width))):
-            if any(_center_distance(box, detection) <= DETECTION_MAX_CENTER_DIST for box in boxes):
-                continue  # already found (or found twice by overlapping tiles)
-            near = [f for f in self._mesh_around(frame, detection)
-                    if _center_distance(landmark_bboxes(f), detection) <= DETECTION_MAX_CENTER_DIST]
-            if near:
-                face = min(near, key=lambda f: _center_distance(landmark_bboxes(f), detection))
+        for detection in detections:
+            if any(center_distance(box, detection.box) <= DETECTION_MAX_CENTER_DIST for box in boxes):
+                continue  # already found
+            if not confirmed(self._get_short_range_detector(), frame, detection):
+                continue
+            face = mesh_detection(self._get_static_mesh(), frame, detection)
+            if face is not None and not any(center_distance(box, landmark_bboxes(face)) <= MATCH_MAX_CENTER_DIST
+                                            for box in boxes):
                 rescued.append(face)
                 boxes.append(landmark_bboxes(face))
         return rescued
 
-    def _detect_in_tiles(self, frame: np.ndarray) -> list[np.ndarray]:
-        """Detector boxes from half-overlapping full-resolution tiles of ``max_working_size`` pixels.
+    def face_in_box(self, image: np.ndarray, box_xywh: tuple[float, float, float, float],
+                    source: str = "") -> np.ndarray:
+        """The ``(478, 3)`` landmarks of the face inside a user-given box (x, y, width, height in image pixels):
+        ``--face-box``, for a face the detector misses. The detector looks for the face's tilt inside the box
+        first; Face Mesh then confirms a face there.
 
-        A face smaller than half a tile lies wholly inside at least one tile; larger ones are found on the
-        downscaled frame already. An 8K image takes about 60 tiles (well under a second).
+        Raises:
+            NoFaceError: Face Mesh finds no face in the box.
         """
-        height, width = frame.shape[:2]
-        tile = min(height, width, self.config.max_working_size)
-        if max(height, width) <= self.config.max_working_size:
-            return []
-        boxes = []
-        for top in _tile_starts(height, tile):
-            for left in _tile_starts(width, tile):
-                window = np.ascontiguousarray(frame[top:top + tile, left:left + tile])
-                offset = np.array([left, top, left, top], dtype=np.float64)
-                boxes += [box + offset for box in _detect_faces(self._get_detector(), window, tile, tile)]
-        return boxes
+        image = _as_rgb(image, 0)
+        x, y, w, h = box_xywh
+        box = FaceDetection(box=np.array([x, y, x + w, y + h], dtype=np.float64),
+                            eyes=np.array([[x + 0.3 * w, y + 0.4 * h], [x + 0.7 * w, y + 0.4 * h]]), score=1.0)
+        side = 2.0 * box.side  # the detector sees the box with some context around it
+        crop_size = int(np.clip(round(side), 192, 1024))
+        detections = [d for d in detect_in_region(self._get_detector(), image, box.center, side, crop_size)
+                      if center_distance(box.box, d.box) <= 0.5]
+        for candidate in [*detections, box]:
+            landmarks = mesh_detection(self._get_static_mesh(), image, candidate, scales=(1.4, 1.0, 1.8, 2.4))
+            if landmarks is not None and center_distance(box.box, landmark_bboxes(landmarks)) <= 0.5:
+                return landmarks
+        raise NoFaceError(f"{source or 'The image'}: no face found inside --face-box {x:g},{y:g},{w:g},{h:g}. "
+                          "Give the box x,y,width,height in pixels of the image as it is on disk, around the "
+                          "whole face (forehead to chin).")
 
     def _working_frame(self, frame: np.ndarray) -> np.ndarray:
         """``frame`` downscaled so its longer side is at most ``max_working_size`` (area averaging)."""
@@ -569,6 +562,12 @@ class FaceTracker:
             self._detector = QuietStart(self._face_detection.FaceDetection, model_selection=1,  # 1: full range
                                         min_detection_confidence=self.config.min_detection_confidence)
         return self._detector
+
+    def _get_short_range_detector(self):
+        if self._short_range_detector is None:
+            self._short_range_detector = QuietStart(self._face_detection.FaceDetection, model_selection=0,
+                                                    min_detection_confidence=self.config.min_detection_confidence)
+        return self._short_range_detector
 
     # -- results
 
