@@ -138,11 +138,25 @@ def write_markdown(path: Path, report: dict) -> None:
         lines += evaluation_lines(report["evaluation"])
     if "training" in report:
         lines += training_lines(report["training"])
+    lines += kept_section(path, REAL_PHOTOS_MARKS)
     lines += ["", "Raw figures:", "", "```json",
               json.dumps({k: report[k] for k in BENCHES if k in report}, indent=2, default=float),
               "```", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
+
+
+REAL_PHOTOS_MARKS = ("<!-- real-photos: start -->", "<!-- real-photos: end -->")
+"""The section ``bench_real_photos.py`` writes (it needs photos fetched with npm, so it runs on its own)."""
+
+
+def kept_section(path: Path, marks: tuple[str, str]) -> list[str]:
+    """The lines of the section between ``marks`` in the current ``path`` (kept when the file is rewritten)."""
+    text = path.read_text() if path.is_file() else ""
+    start, end = marks
+    if start not in text or end not in text:
+        return []
+    return ["", start + text.split(start, 1)[1].split(end, 1)[0] + end]
 
 
 def flame_fitting_lines(fit: dict) -> list[str]:
