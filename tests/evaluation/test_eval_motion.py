@@ -190,3 +190,11 @@ def test_motion_metrics_on_flame_parameters(example):
     assert "n/a" in same.markdown()
     moved = evaluator.evaluate(frames[::-1].copy(), frames, load_image(example[0]), fps=fps)
     assert moved.values["apd"] > 2.0
+
+
+def test_flicker_in_the_face_region_is_not_diluted_by_the_background():
+    frames = np.full((3, 100, 100, 3), 50, np.uint8)
+    frames[1, 40:60, 40:60] = 80  # only the face (a 20 x 20 box) brightens by 30 grey levels
+    boxes = np.tile([40, 40, 60, 60], (3, 1))
+    np.testing.assert_allclose(flicker(frames, boxes), [0.0, 30.0, 30.0], atol=1e-9)
+    np.testing.assert_allclose(flicker(frames), [0.0, 1.2, 1.2], atol=1e-9)  # the whole frame: 25x less

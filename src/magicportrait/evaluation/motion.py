@@ -13,7 +13,8 @@ the same head model: FLAME when a FLAME file is configured, else the open face g
 - **LMD**: the mean distance between corresponding 2D landmarks (pixels of the first video), for self-reenactment;
 - **jitter**: the mean magnitude of the landmarks' second temporal difference (pixels/frame^2) of one video, after
   removing the face's mean motion (so a moving head is not jitter);
-- **flicker**: the mean absolute change of a frame's mean luminance from the previous frame (grey levels).
+- **flicker**: the mean absolute change of the face region's mean luminance from the previous frame (grey levels);
+  the region is the landmarks' box grown by 20% (:mod:`.regions`), so a static background does not dilute it.
 """
 
 from __future__ import annotations
@@ -104,10 +105,21 @@ def landmark_jitter(track: Track) -> np.ndarray:
     return jitter
 
 
-def flicker(frames: np.ndarray) -> np.ndarray:
-    """`(T,)` absolute change of the mean luminance (Rec. 601, grey levels) from the previous frame; 0 first."""
+def flicker(frames: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
+    """`(T,)` absolute change of the mean luminance (Rec. 601, grey levels) from the previous frame; 0 first.
+
+    ``boxes``: `(T, 4)` (x0, y0, x1, y1) face regions (see :func:`~magicportrait.evaluation.regions.face_boxes`):
+    frame t and t-1 are both measured inside frame t's box, so the face moving over the background is not flicker.
+    """
+    from magicportrait.evaluation.regions import box_mean, luminance
+
     frames = np.asarray(frames)
-    luminance = (frames[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])).mean(axis=(1, 2))
     change = np.zeros(len(frames))
-    change[1:] = np.abs(np.diff(luminance))
+    if boxes is None:
+        means = luminance(frames).mean(axis=(1, 2))
+        change[1:] = np.abs(np.diff(means))
+        return change
+    for index in range(1, len(frames)):
+        box = boxes[index]
+        change[index] = abs(box_mean(luminance(frames[index]), box) - box_mean(luminance(frames[index - 1]), box))
     return change

@@ -1,10 +1,12 @@
 """``magicportrait evaluate``: the paper's metrics on one generated video, offline and reproducible.
 
 Cross-reenactment (no ground truth): CSIM (source vs each generated frame), FID/KID and FVD (generated vs the
-driving video), APD / P-RMSE and AED / E-RMSE (generated vs driving motion), jitter and flicker.
+driving video), APD / P-RMSE (relative pose by default) and AED / E-RMSE (generated vs driving motion), motion
+transfer (correlation of the motion over time), jitter, face-region flicker and the artefact score.
 Self-reenactment (``gt`` given, e.g. the driving clip itself): also LPIPS, PSNR, SSIM and LMD against the ground
 truth, and FID/KID/FVD against the ground truth instead of the driving video. Frame-aligned comparisons use the
-shorter video's length; a ground truth of another size is resized to the generated frames' size.
+shorter video's length; a ground truth of another size is resized to the generated frames' size. Every metric, which
+way is good and what a frozen video scores: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from magicportrait.config import (
     EVALUATION,
+    FACE,
     INPUT,
     OUTPUT,
     check_at_least,
@@ -34,16 +37,21 @@ from magicportrait.heads.factory import HeadModelConfig, head_model_from_config
 logger = logging.getLogger(__name__)
 
 ALL_METRICS = ("csim", "lpips", "psnr", "ssim", "fid", "kid", "fvd", "apd", "p_rmse", "aed", "e_rmse", "lmd",
-               "jitter", "flicker")
+               "motion_transfer", "jitter", "flicker", "artefact_frames", "duplication")
 NEEDS_GROUND_TRUTH = ("lpips", "psnr", "ssim", "lmd")
-HIGHER_IS_BETTER = {"csim", "psnr", "ssim"}
+HIGHER_IS_BETTER = {"csim", "psnr", "ssim", "motion_transfer"}
+MOTION = ("apd", "p_rmse", "aed", "e_rmse", "motion_transfer")  # need both videos' head fits
+ARTEFACTS = ("artefact_frames", "duplication")
 LABELS = {"csim": "CSIM", "lpips": "LPIPS", "psnr": "PSNR (dB)", "ssim": "SSIM", "fid": "FID", "kid": "KID",
           "fvd": "FVD", "apd": "APD (deg)", "p_rmse": "P-RMSE (deg)", "aed": "AED", "e_rmse": "E-RMSE",
-          "lmd": "LMD (px)", "jitter": "jitter (px/frame^2)", "flicker": "flicker (grey levels)"}
+          "lmd": "LMD (px)", "motion_transfer": "motion transfer", "jitter": "jitter (px/frame^2)",
+          "flicker": "flicker (grey levels)", "artefact_frames": "artefact frames", "duplication": "duplication"}
+# the paper's tables first (CSIM, LPIPS, FID, FVD, APD, P-RMSE, AED, E-RMSE)
 PAPER_ORDER = ("csim", "lpips", "fid", "fvd", "apd", "p_rmse", "aed", "e_rmse", "psnr", "ssim", "lmd", "kid",
-               "jitter", "flicker")  # the paper's tables first (CSIM, LPIPS, FID, FVD, APD, P-RMSE, AED, E-RMSE)
+               "motion_transfer", "jitter", "flicker", "artefact_frames", "duplication")
 MIN_FVD_FRAMES = 32  # two 16-frame I3D clips per video at least (a Frechet distance needs two samples)
-CURVE_LABELS = {**LABELS, "pose_error": "pose error (deg)", "expression_error": "expression error"}
+CURVE_LABELS = {**LABELS, "pose_error": "pose error (deg)", "expression_error": "expression error",
+                "temporal_change": "face change vs neighbours (grey levels)"}
 
 
 @dataclass
@@ -52,13 +60,20 @@ class EvaluationConfig:
 
     cli_group: ClassVar[str] = EVALUATION
     cli_field_groups: ClassVar[dict[str, str]] = {"max_frames": INPUT, "write_plots": OUTPUT,
-                                                  "show_progress": OUTPUT}
+                                                  "show_progress": OUTPUT, "face": FACE, "driving_face": FACE}
 
     metrics: str = option("all", f"Comma-separated metrics to compute (default all that apply): "
                                  f"{', '.join(ALL_METRICS)}.")
-    pose: Literal["absolute", "relative"] = option("absolute", "APD/P-RMSE on absolute head rotations (the paper) "
-                                                               "or on rotations relative to each video's first "
-                                                               "frame.")
+    pose: Literal["auto", "absolute", "relative"] = option(
+        "auto", "APD/P-RMSE on head rotations relative to each video's first frame (relative: what animate's default "
+                "--pose-mode relative transfers) or on absolute rotations (the paper's; it also counts the portrait's "
+                "own pose offset); auto: absolute with a ground truth (--gt), else relative.")
+    face: int | None = option(None, "Which face of the generated video (and of the source and ground truth) to "
+                                    "measure when it shows several: 0 is the leftmost in the first frame, 1 the next "
+                                    "...; default: for a magicportrait output folder the face its generator "
+                                    "animated (source_face.npz), else the most prominent one.")
+    driving_face: int | None = option(None, "Which face of the driving video to compare with (numbered the same "
+                                            "way); default: the most prominent one, as animate tracks it.")
     arcface: str | None = option(None, "ArcFace ONNX model for CSIM instead of dlib's face-recognition ResNet (needs "
                                        "onnxruntime).")
     max_frames: int | None = option(None, "Evaluate only the first N frames.")
@@ -72,6 +87,7 @@ class EvaluationConfig:
         self.selected()  # fail early on an unknown name
         check_choices(self)
         check_at_least(self, 1, "max_frames", "batch_size")
+        check_at_least(self, 0, "face", "driving_face")
         check_device(self)
 
     def selected(self) -> tuple[str, ...]:
@@ -83,6 +99,12 @@ class EvaluationConfig:
             raise InputError(f"Unknown metric(s) in {flag('metrics')}: {', '.join(unknown)}. Choose from: "
                              f"{', '.join(ALL_METRICS)}.")
         return names
+
+    def pose_mode(self, has_ground_truth: bool) -> str:
+        """The pose comparison used: ``pose``, with auto resolved (absolute for self-reenactment)."""
+        if self.pose != "auto":
+            return self.pose
+        return "absolute" if has_ground_truth else "relative"
 
 
 @dataclass
@@ -103,7 +125,7 @@ class EvaluationReport:
         header = "| " + " | ".join(f"{LABELS[n]} {'↑' if n in HIGHER_IS_BETTER else '↓'}" for n in names) + " |"
         rule = "|" + "---|" * len(names)
         row = "| " + " | ".join(_format(self.values[n]) for n in names) + " |"
-        notes = [f"- {key}: {value}" for key, value in self.info.items() if not isinstance(value, (dict, list))]
+        notes = [f"- {key}: {_note(value)}" for key, value in self.info.items() if _note(value) is not None]
         return "\n".join([header, rule, row, "", *notes]) + "\n"
 
     def save(self, output_dir: str | Path, plots: bool = True) -> dict[str, Path]:
@@ -149,6 +171,15 @@ class EvaluationReport:
         return folder
 
 
+def _note(value) -> str | None:
+    """A report note's text: plain values, and flat dicts of numbers (per-channel values); None: not a note."""
+    if isinstance(value, dict):
+        if not value or not all(isinstance(v, (int, float)) or v is None for v in value.values()):
+            return None
+        return ", ".join(f"{k} {_format(float('nan') if v is None else float(v))}" for k, v in value.items())
+    return None if isinstance(value, list) else str(value)
+
+
 def _json_number(value) -> float | None:
     value = float(value)
     return None if math.isnan(value) else (value if math.isfinite(value) else (1e309 if value > 0 else -1e309))
@@ -169,6 +200,7 @@ class _Inputs:
     source: np.ndarray  # (H, W, 3)
     ground_truth: np.ndarray | None
     fps: float
+    face_box: np.ndarray | None = None  # the generator's face crop in generated-frame pixels (x0, y0, x1, y1)
 
 
 class Evaluator:
@@ -179,21 +211,30 @@ class Evaluator:
         self._networks: dict[str, object] = {}
 
     # ---------------------------------------------------------------------------------------------- public
-    def evaluate(self, generated, driving, source: np.ndarray, ground_truth=None, fps: float = 25.0
-                 ) -> EvaluationReport:
-        """Metrics of ``generated`` frames made from ``source`` and ``driving`` frames (+ ``ground_truth``)."""
+    def evaluate(self, generated, driving, source: np.ndarray, ground_truth=None, fps: float = 25.0,
+                 face_box: np.ndarray | None = None) -> EvaluationReport:
+        """Metrics of ``generated`` frames made from ``source`` and ``driving`` frames (+ ``ground_truth``).
+
+        ``face_box``: (x0, y0, x1, y1) generated-frame pixels of the face the generator made; without
+        ``config.face`` the face nearest it is measured (in the generated video, the source and the ground truth).
+        """
         inputs = self._prepare(generated, driving, source, ground_truth, fps)
+        inputs.face_box = None if face_box is None else np.asarray(face_box, np.float64)
         wanted = self._applicable(inputs)
         values: dict[str, float] = {}
         per_frame: dict[str, np.ndarray] = {}
         tracks = self._tracks(inputs, wanted)
-        for group in (self._identity, self._image_quality, self._distributions, self._motion, self._stability):
+        info: dict = {}
+        for group in (self._identity, self._image_quality, self._distributions, self._motion, self._stability,
+                      self._artefacts):
             group(inputs, tracks, wanted, values, per_frame)
+        info.update(tracks.get("info", {}))
         reference = "ground truth" if inputs.ground_truth is not None else "driving video"
         info = {"protocol": "self-reenactment" if inputs.ground_truth is not None else "cross-reenactment",
                 "frames": int(len(inputs.generated)), "frame_size": list(inputs.generated.shape[1:3]),
                 "fid_fvd_reference": reference, "head_model": tracks.get("head_model", "n/a"),
-                "pose": self.config.pose, "skipped": sorted(set(self.config.selected()) - set(values))}
+                "pose": self.config.pose_mode(inputs.ground_truth is not None), **info,
+                "skipped": sorted(set(self.config.selected()) - set(values))}
         return EvaluationReport(values={k: values[k] for k in ALL_METRICS if k in values}, per_frame=per_frame,
                                 info=info)
 
@@ -229,24 +270,30 @@ class Evaluator:
         return self._networks[name]
 
     def _tracks(self, inputs: _Inputs, wanted: set[str]) -> dict:
-        """Face tracks (and head fits) of the videos the wanted metrics need."""
+        """Face tracks (and head fits) of the videos the wanted metrics need, all on the chosen face."""
+        from magicportrait.evaluation.face_choice import scale_box, track_portrait, track_video
         from magicportrait.tracking import FaceTracker, TrackerConfig
 
-        needs_motion = wanted & {"apd", "p_rmse", "aed", "e_rmse"}
-        needs_landmarks = needs_motion or wanted & {"csim", "lmd", "jitter"}
+        needs_motion = wanted & set(MOTION)
+        needs_landmarks = needs_motion or wanted & {"csim", "lmd", "jitter", "flicker", *ARTEFACTS}
         if not needs_landmarks:
             return {}
         tracks: dict = {}
+        face, box, size = self.config.face, inputs.face_box, inputs.generated.shape[1:3]
         config = TrackerConfig(show_progress=self.config.show_progress)
         with FaceTracker(config) as tracker:
-            tracks["generated"] = tracker.track_frames(inputs.generated, fps=inputs.fps, source="generated video")
-            if "csim" in wanted:
-                tracks["source"] = tracker.track_image(inputs.source, source="source image")
+            tracks["generated"] = track_video(tracker, inputs.generated, inputs.fps, "generated video", face, box)
+            if wanted & {"csim", "duplication", "artefact_frames"}:
+                tracks["source"] = track_portrait(tracker, inputs.source, "source image", face,
+                                                  scale_box(box, size, inputs.source.shape[:2]))
             if needs_motion:
-                tracks["driving"] = tracker.track_frames(inputs.driving, fps=inputs.fps, source="driving video")
+                tracks["driving"] = track_video(tracker, inputs.driving, inputs.fps, "driving video",
+                                                self.config.driving_face, None)
             if inputs.ground_truth is not None and "lmd" in wanted:
-                tracks["ground_truth"] = tracker.track_frames(inputs.ground_truth, fps=inputs.fps,
-                                                              source="ground truth")
+                tracks["ground_truth"] = track_video(tracker, inputs.ground_truth, inputs.fps, "ground truth", face,
+                                                     box)
+        if face is not None or box is not None:
+            tracks["info"] = {"face": f"number {face}" if face is not None else "nearest the generator's crop"}
         if needs_motion:
             model = self._head_model()
             tracks["head_model"] = model.name
@@ -320,17 +367,26 @@ class Evaluator:
                                                     i3d.video_features([reference])))
 
     def _motion(self, inputs, tracks, wanted, values, per_frame) -> None:
-        if not wanted & {"apd", "p_rmse", "aed", "e_rmse"}:
+        if not wanted & set(MOTION):
             return
         from magicportrait.evaluation.motion import compare_heads
 
-        comparison = compare_heads(tracks["heads"]["generated"], tracks["heads"]["driving"], self.config.pose)
+        pose = self.config.pose_mode(inputs.ground_truth is not None)
+        comparison = compare_heads(tracks["heads"]["generated"], tracks["heads"]["driving"], pose)
         per_frame["pose_error"] = comparison.pose_error.mean(axis=1)
         if comparison.expression_error.size:
             per_frame["expression_error"] = comparison.expression_error.mean(axis=1)
         for name in ("apd", "p_rmse", "aed", "e_rmse"):
             if name in wanted:
                 values[name] = getattr(comparison, name)
+        if "motion_transfer" in wanted:
+            from magicportrait.evaluation.transfer import motion_signals, motion_transfer
+
+            signals = {name: motion_signals(tracks["heads"][name], tracks[name].landmarks)
+                       for name in ("generated", "driving")}
+            transfer = motion_transfer(signals["generated"], signals["driving"])
+            values["motion_transfer"] = transfer.mean
+            tracks.setdefault("info", {})["motion_transfer"] = transfer.correlation
 
     def _stability(self, inputs, tracks, wanted, values, per_frame) -> None:
         from magicportrait.evaluation.motion import flicker, landmark_jitter
@@ -339,8 +395,23 @@ class Evaluator:
             per_frame["jitter"] = landmark_jitter(tracks["generated"])
             values["jitter"] = float(per_frame["jitter"][1:-1].mean()) if len(per_frame["jitter"]) > 2 else 0.0
         if "flicker" in wanted:
-            per_frame["flicker"] = flicker(inputs.generated)
+            from magicportrait.evaluation.regions import face_boxes
+
+            boxes = face_boxes(tracks["generated"].landmarks, inputs.generated.shape[1:3])
+            per_frame["flicker"] = flicker(inputs.generated, boxes)
             values["flicker"] = float(per_frame["flicker"][1:].mean()) if len(inputs.generated) > 1 else 0.0
+
+    def _artefacts(self, inputs, tracks, wanted, values, per_frame) -> None:
+        if not wanted & set(ARTEFACTS):
+            return
+        from magicportrait.evaluation.artefacts import artefact_score
+
+        report = artefact_score(inputs.generated, tracks["generated"].landmarks, inputs.source,
+                                tracks["source"].landmarks[0])
+        per_frame["temporal_change"], per_frame["duplication"] = report.temporal_change, report.duplication
+        values["artefact_frames"] = report.artefact_frames
+        values["duplication"] = float(report.duplication.mean())
+        tracks.setdefault("info", {})["artefact_flagged_frames"] = report.flagged_frames
 
 
 def _detected_landmarks(track) -> list[np.ndarray | None]:

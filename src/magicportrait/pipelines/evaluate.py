@@ -63,12 +63,42 @@ def evaluate_files(generated: str | Path, driving: str | Path, source: str | Pat
         driving_frames, _ = read_frames(driving, config.max_frames)
         truth = read_frames(ground_truth, config.max_frames)[0] if ground_truth is not None else None
         evaluator = evaluator or Evaluator(config)
-        report = evaluator.evaluate(generated_frames, driving_frames, load_image(source), truth, fps=fps)
+        portrait = load_image(source)
+        box = generator_face_box(generated, generated_frames.shape[1:3], portrait.shape[:2])
+        report = evaluator.evaluate(generated_frames, driving_frames, portrait, truth, fps=fps, face_box=box)
         report.info["inputs"] = {"generated": str(generated), "driving": str(driving), "source": str(source),
                                  "ground_truth": None if ground_truth is None else str(ground_truth)}
         with out.stage() as stage:
             files = report.save(stage, plots=config.write_plots)
     return report, {name: Path(output_dir) / path.relative_to(stage) for name, path in files.items()}
+
+
+def generator_face_box(generated: str | Path, frame_size: tuple[int, int],
+                       source_size: tuple[int, int]) -> np.ndarray | None:
+    """The face crop a magicportrait run animated, as (x0, y0, x1, y1) pixels of its generated frames, or None.
+
+    ``generated`` is a result folder (or its ``result.mp4`` / ``result_crop.mp4``) with ``source_face.npz``: its
+    ``crop_matrix`` maps the portrait (``source_size``, H x W) to the crop. ``result.mp4`` beside
+    ``result_crop.mp4`` is the portrait with the crop pasted back (possibly downscaled to ``frame_size``); otherwise
+    the video is the crop itself (``--no-paste-back``), so its whole frame is the face's box.
+    """
+    from magicportrait.tracking import invert_affine, transform_points
+    from magicportrait.types import SourceFace
+
+    path = Path(generated)
+    folder, name = (path, "result.mp4") if path.is_dir() else (path.parent, path.name)
+    if not (folder / "source_face.npz").is_file() or name not in ("result.mp4", "result_crop.mp4"):
+        return None
+    height, width = frame_size
+    if name == "result_crop.mp4" or not (folder / "result_crop.mp4").is_file():
+        return np.array([0.0, 0.0, width, height])
+    if abs(width / height - source_size[1] / source_size[0]) > 0.02:
+        logger.warning("%s is not the size of the source portrait; the face to measure is not taken from its "
+                       "source_face.npz (choose it with --face N).", path)
+        return None
+    face = SourceFace.load(folder / "source_face.npz")
+    corners = transform_points(np.array([[0.0, 0.0], [face.size, face.size]]), invert_affine(face.crop_matrix))
+    return corners.ravel() * (width / source_size[1])
 
 
 def find_clips(folder: str | Path) -> list[Path]:

@@ -296,15 +296,20 @@ class FaceTracker:
     # -- public API
 
     def track_frames(self, frames: Iterable[np.ndarray], fps: float, num_frames: int | None = None,
-                     source: str = "") -> Track:
+                     source: str = "", face_index: int | None = None, near_box: np.ndarray | None = None) -> Track:
         """Track the face through RGB uint8 ``(H, W, 3)`` frames, reading them once (only landmarks are kept).
+
+        The track starts on the most prominent face, or locked on face ``face_index`` of the first frame (numbered
+        left to right as by :meth:`find_faces`), or on the first frame's face nearest ``near_box`` (x0, y0, x1, y1
+        pixels); the selector then keeps that identity as usual.
 
         Raises:
             NoFaceError: no frame has a usable face.
-            InputError: no frames, a bad frame, frames of different sizes, or fps <= 0.
+            InputError: no frames, a bad frame, frames of different sizes, fps <= 0, or no face ``face_index``.
         """
         if not fps > 0:
             raise InputError(f"{source or 'Video'}: frame rate must be positive, got {fps}.")
+        _check_face_index(face_index, source)
         config = self.config
         per_frame: list[np.ndarray | None] = []
         num_faces: list[int] = []
@@ -324,6 +329,8 @@ class FaceTracker:
                     raise InputError(f"{source or 'Video'}: frame {index} is {frame.shape[1]}x{frame.shape[0]} px, "
                                      f"the first frame was {image_size[1]}x{image_size[0]} px.")
                 if index == 0:
+                    if face_index is not None or near_box is not None:
+                        selector.update(self._first_face_box(frame, face_index, near_box, source))
                     self._settle(video_mesh, frame)
                 landmarks, count = self._locate(frame, video_mesh, selector)
                 per_frame.append(landmarks)
@@ -364,6 +371,20 @@ class FaceTracker:
         if landmarks is not None:
             landmarks = self._settled_landmarks(image, landmarks)
         return self._assemble_track([landmarks], [count], 0.0, image_size, source, selector)
+
+    def _first_face_box(self, frame: np.ndarray, face_index: int | None, near_box: np.ndarray | None,
+                        source: str) -> np.ndarray | None:
+        """Landmark box of the face a video track starts locked on (None: not found, the usual choice applies)."""
+        faces, _ = self._image_faces(frame)
+        if face_index is not None:
+            if faces and face_index >= len(faces):
+                raise InputError(_face_out_of_range_message(face_index, len(faces), f"the first frame of {source}"
+                                                            if source else "the first frame"))
+            return landmark_bboxes(faces[face_index]) if faces else None
+        if not faces:
+            return None
+        boxes = [landmark_bboxes(face) for face in faces]
+        return min(boxes, key=lambda box: _center_distance(np.asarray(near_box, np.float64), box))
 
     def _settle(self, video_mesh, frame: np.ndarray) -> None:
         """Run the video-mode Face Mesh on ``frame`` ``settle_passes`` times without keeping the result.
