@@ -158,16 +158,11 @@ def track_frames(frames: np.ndarray) -> np.ndarray:
 
 def score(evaluator, result: np.ndarray, driving: np.ndarray, source: np.ndarray) -> tuple[dict, np.ndarray]:
     """(metrics, per-frame artefact flags) of the face crops ``result`` made from ``source`` with ``driving``."""
-    from magicportrait.evaluation.artefacts import artefact_score
-
     report = evaluator.evaluate(result, driving, source, fps=25.0)
-    landmarks = track_frames(result)
-    artefacts = artefact_score(result, landmarks, source, track_frames(source[None])[0])
     values = {name: float(value) for name, value in report.values.items()}
-    values.update(artefact_frames=artefacts.artefact_frames, temporal_outliers=float(artefacts.temporal_outlier.sum()),
-                  duplicated_frames=float(artefacts.duplicated.sum()),
-                  duplication_max=float(np.nanmax(artefacts.duplication)))
-    return values, artefacts.flagged
+    flagged = np.zeros(len(result), bool)
+    flagged[report.info.get("artefact_flagged_frames", [])] = True
+    return values, flagged
 
 
 def tile(image: np.ndarray, size: int = TILE, flagged: bool = False, label: str = "") -> np.ndarray:
@@ -240,19 +235,20 @@ def reenactment_part(demo: Path, example_source: Path, out: Path, num_frames: in
             print(f"reenact {portrait.name} / {driver_name}: {len(crops)} frames in {seconds:.1f} s; "
                   f"flagged frames {np.flatnonzero(flagged).tolist()}; "
                   + ", ".join(f"{k} {v:.3f}" for k, v in values.items() if k in TABLE_COLUMNS), flush=True)
-            if portrait.name == CONTROL_PORTRAIT:
-                rows += control_rows(evaluator, driver_name, source, driving, len(crops))
+            if portrait.name in CONTROL_PORTRAITS:
+                rows += control_rows(evaluator, portrait.name, driver_name, source, driving, len(crops))
         write_sheet(out / "sheets" / f"{portrait.name}.png", blocks)
     return {"rows": rows, "flagged": flagged_faces, "num_frames": num_frames}
 
 
-def control_rows(evaluator, driver_name: str, source: np.ndarray, driving: np.ndarray, num_frames: int) -> list:
+def control_rows(evaluator, portrait_name: str, driver_name: str, source: np.ndarray, driving: np.ndarray,
+                 num_frames: int) -> list:
     """The frozen portrait and the driving video itself, scored like a result."""
     frozen = np.repeat(source[None], num_frames, axis=0)
     rows = []
     for kind, frames in (("frozen (control)", frozen), ("driving itself (control)", driving[:num_frames])):
         values, flagged = score(evaluator, frames, driving, source)
-        rows.append({"portrait": CONTROL_PORTRAIT, "driving": driver_name, "kind": kind, "seconds": 0.0,
+        rows.append({"portrait": portrait_name, "driving": driver_name, "kind": kind, "seconds": 0.0,
                      "flagged": np.flatnonzero(flagged).tolist(), **values})
     return rows
 
@@ -392,11 +388,11 @@ def main() -> None:
 
 MARK_START, MARK_END = "<!-- real-photos: start -->", "<!-- real-photos: end -->"
 QUICK_FACES = ("sample2-face0", "sample1-face2", "grace-hopper")
-CONTROL_PORTRAIT = "grace-hopper"
-METRICS = ("csim", "apd", "aed", "jitter", "flicker")  # the evaluator's; the artefact score is computed here
-TABLE_COLUMNS = ("csim", "apd", "aed", "flicker", "artefact_frames", "duplication_max")
-COLUMN_LABELS = {"csim": "CSIM ↑", "apd": "APD ↓", "aed": "AED ↓", "flicker": "flicker ↓",
-                 "artefact_frames": "artefact frames ↓", "duplication_max": "duplication (max) ↓"}
+CONTROL_PORTRAITS = ("grace-hopper", "sample3-face1")
+METRICS = ("csim", "apd", "aed", "motion_transfer", "jitter", "flicker", "artefact_frames", "duplication")
+TABLE_COLUMNS = ("csim", "apd", "aed", "motion_transfer", "flicker", "artefact_frames", "duplication")
+COLUMN_LABELS = {"csim": "CSIM ↑", "apd": "rel. APD (deg) ↓", "aed": "AED ↓", "motion_transfer": "motion transfer ↑",
+                 "flicker": "face flicker ↓", "artefact_frames": "artefact frames ↓", "duplication": "duplication ↓"}
 
 
 if __name__ == "__main__":

@@ -329,7 +329,7 @@ class GeometricPipeline:
 
         from magicportrait.alignment import limit_rotation
         from magicportrait.pipelines.geometric import source_warnings
-        from magicportrait.tracking.mediapipe_tracker import frame_ranges
+        from magicportrait.tracking.selection import frame_ranges
 
         for message in source_warnings(source):
             logger.warning(message)

@@ -15,13 +15,8 @@ from magicportrait.tracking.boxes import (
     square_boxes_from_landmarks,
     transform_points,
 )
-from magicportrait.tracking.mediapipe_tracker import (
-    FaceSelector,
-    FaceTracker,
-    TrackerConfig,
-    face_score,
-    interpolate_missing,
-)
+from magicportrait.tracking.mediapipe_tracker import FaceTracker, TrackerConfig
+from magicportrait.tracking.selection import FaceSelector, face_score, interpolate_missing
 from magicportrait.tracking.smoothing import (
     continuous_quaternions,
     one_euro_filter,
