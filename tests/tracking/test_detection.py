@@ -146,3 +146,14 @@ def test_guide_face_box_crops_that_face(tracker, group):
         GuideConfig(face=0, face_box="1,2,3,4")
     with pytest.raises(InputError, match="--face-box takes four numbers"):
         GuideConfig(face_box="1,2")
+
+
+def test_a_fit_far_from_the_detector_box_is_measured_again():
+    from magicportrait.tracking.detection import fitted_badly
+
+    square = np.array([[x, y, 0.0] for x in (0.0, 100.0) for y in (0.0, 100.0)] * 2, np.float32)
+    good = FaceDetection(box=np.array([5.0, 5.0, 95.0, 95.0]), eyes=np.array([[30.0, 40], [70.0, 40]]), score=0.9)
+    assert not fitted_badly(square, good)  # landmark box 1.1x the detector's: a normal fit
+    small = FaceDetection(box=np.array([30.0, 30.0, 90.0, 90.0]), eyes=good.eyes, score=0.9)
+    assert fitted_badly(square, small)  # 1.67x: the mesh reached over something beside the face
+    assert fitted_badly(square * 0.5, good)  # 0.56x: it fitted a part of the face

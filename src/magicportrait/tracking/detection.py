@@ -19,7 +19,7 @@ import numpy as np
 
 from magicportrait.tracking.boxes import invert_affine, landmark_bboxes, transform_points
 
-DETECTION_ANGLES = (0.0, 30.0, -30.0)  # degrees: BlazeFace finds faces up to ~30 degrees of roll at each angle
+DETECTION_ANGLES = (0.0, 30.0, -30.0, 60.0, -60.0)  # degrees; BlazeFace finds faces up to ~30 degrees of roll
 MESH_CROP_SCALES = (1.8, 1.4, 2.4)  # crop side / detection box side, tried in this order
 MESH_CROP_SIZE_RANGE = (192, 512)  # crop resolution (px): the face's own, clipped to this range
 DUPLICATE_CENTER_DIST = 0.5  # detections whose centres are closer than this many box sides are one face
@@ -238,3 +238,14 @@ def detection_from_landmarks(landmarks: np.ndarray) -> FaceDetection:
 
 RIGHT_EYE = (33, 133)  # MediaPipe eye corners: the person's right eye (image left), then the left one
 LEFT_EYE = (362, 263)
+
+
+def fitted_badly(landmarks: np.ndarray, detection: FaceDetection) -> bool:
+    """Whether Face Mesh's fit of a face disagrees with the detector's box of it: a landmark box far larger or
+    smaller (on the sample photos a good fit's box is 0.77-1.2x the detector's side; a head thrown back next to an
+    arm came out 1.7x). The tilts are not compared: the detector's eye points of a profile face are unreliable."""
+    ratio = float(max(np.ptp(landmarks[:, 0]), np.ptp(landmarks[:, 1]))) / max(detection.side, 1e-6)
+    return not LANDMARK_BOX_RATIO[0] <= ratio <= LANDMARK_BOX_RATIO[1]
+
+
+LANDMARK_BOX_RATIO = (0.6, 1.5)

@@ -30,6 +30,7 @@ from magicportrait.tracking.detection import (
     detect_in_tiles,
     detect_rotated,
     detection_from_landmarks,
+    fitted_badly,
     merge_detections,
     mesh_detection,
     mesh_faces,
@@ -354,7 +355,7 @@ class FaceTracker:
         working = self._working_frame(image)
         faces = [self._upright(image, face) for face in mesh_faces(self._get_static_mesh(), working, width, height)]
         if self.config.detection_fallback:
-            faces += self._rescue_missed(image, working, faces)
+            faces = self._with_detections(image, working, faces)
         sizes = [bbox_size(landmark_bboxes(f)) for f in faces]
         usable = [f for f, size in zip(faces, sizes, strict=True) if size >= self.config.min_face_size]
         largest_too_small = max([0.0, *(size for size in sizes if size < self.config.min_face_size)])
@@ -369,29 +370,35 @@ class FaceTracker:
         remeshed = mesh_detection(self._get_static_mesh(), image, detection)
         return landmarks if remeshed is None else remeshed
 
-    def _rescue_missed(self, frame: np.ndarray, working: np.ndarray, found: list[np.ndarray]) -> list[np.ndarray]:
-        """Faces the detector finds but Face Mesh missed (``found``), each meshed on an upright crop around it.
+    def _with_detections(self, frame: np.ndarray, working: np.ndarray, found: list[np.ndarray]) -> list[np.ndarray]:
+        """``found`` (Face Mesh on the whole image) checked against the detector: faces it missed are added, and a
+        face it fitted badly (box or tilt far from the detection's: a head thrown back, an arm beside it) is
+        measured again; each meshed on an upright crop around its detection.
 
-        The detector runs on the working image and on copies tilted by +-30 degrees (tilted heads), and on
+        The detector runs on the working image and on copies tilted by +-30 and +-60 degrees (tilted heads), and on
         full-resolution tiles of an image larger than the working size (small faces).
         """
         height, width = frame.shape[:2]
         detector = self._get_detector()
         detections = merge_detections(detect_rotated(detector, working, (width, height))
                                       + detect_in_tiles(detector, frame, self.config.max_working_size))
-        boxes = [landmark_bboxes(f) for f in found]
-        rescued = []
+        faces = list(found)
         for detection in detections:
-            if any(center_distance(box, detection.box) <= DETECTION_MAX_CENTER_DIST for box in boxes):
-                continue  # already found
+            near = [i for i, face in enumerate(faces)
+                    if center_distance(landmark_bboxes(face), detection.box) <= DETECTION_MAX_CENTER_DIST]
+            if near and not any(fitted_badly(faces[i], detection) for i in near):
+                continue  # already found, and well
             if not confirmed(self._get_short_range_detector(), frame, detection):
                 continue
             face = mesh_detection(self._get_static_mesh(), frame, detection)
-            if face is not None and not any(center_distance(box, landmark_bboxes(face)) <= MATCH_MAX_CENTER_DIST
-                                            for box in boxes):
-                rescued.append(face)
-                boxes.append(landmark_bboxes(face))
-        return rescued
+            if face is None:
+                continue
+            if near:
+                faces[near[0]] = face
+            elif not any(center_distance(landmark_bboxes(f), landmark_bboxes(face)) <= MATCH_MAX_CENTER_DIST
+                         for f in faces):
+                faces.append(face)
+        return faces
 
     def face_in_box(self, image: np.ndarray, box_xywh: tuple[float, float, float, float],
                     source: str = "") -> np.ndarray:
