@@ -115,8 +115,9 @@ class GeometricGenerator:
                                          _neutral_joints(source.head))[0]
         self.renderer = TextureTransferRenderer(
             self.texture, face_region_faces(head_model.faces, vertices, source.track.landmarks[0], size),
-            mouth_faces=mouth_cavity_faces(head_model.mouth_loop(), rest),
-            mirror=head_model.mirror_vertices(), cavity_colour=cavity_colour(source.crop, source.track.landmarks[0]),
+            mouth_faces=mouth_cavity_faces(head_model.mouth_loop(), rest), rest_vertices=rest,
+            template_vertices=_template(head_model, rest),
+            cavity_colour=cavity_colour(source.crop, source.track.landmarks[0]),
             device=device)
         face_mask = self.renderer.render(vertices[None]).mask[0]  # the re-rendered part, where the source has it
         self.backdrop = paint_out(source.crop, face_mask)
@@ -185,6 +186,13 @@ def face_region_faces(faces: np.ndarray, vertices: np.ndarray, landmarks: np.nda
     rows = np.clip(np.floor(vertices[:, 1]).astype(int), 0, size - 1)
     inside = region[rows, cols]
     return faces[inside[faces].all(axis=1)]
+
+
+def _template(head_model: HeadModel, rest: np.ndarray) -> np.ndarray:
+    try:
+        return head_model.template_vertices()
+    except NotImplementedError:
+        return rest
 
 
 def _neutral_joints(head: HeadTrack) -> np.ndarray | None:
