@@ -98,6 +98,7 @@ class GeometricGenerator:
     def __init__(self, head_model: HeadModel, source: SourceFace, config: GeometricConfig | None = None,
                  device: str = "cpu") -> None:
         from magicportrait.heads.mediapipe_mesh import load_canonical_face, rigid_point_weights
+        from magicportrait.pipelines.geometric_face import eye_hold_weights
         from magicportrait.rendering.texture_transfer import (
             TextureTransferRenderer,
             mouth_cavity_faces,
@@ -106,7 +107,10 @@ class GeometricGenerator:
 
         self.config = config or GeometricConfig()
         self.head_model = head_model
+        self.source = source
         self.source_crop = source.crop
+        # closed eyes in the portrait stay closed (the driving blinks would open its lash line into black slits)
+        self.eye_hold = eye_hold_weights(head_model, source) if eyes_closed(source) else None
         size = source.crop.shape[0]
         vertices = head_model.posed_vertices(source.head)[0]
         self.texture = project_source_texture(source.crop, vertices, head_model.faces,
@@ -130,7 +134,11 @@ class GeometricGenerator:
 
     def render(self, head: HeadTrack) -> np.ndarray:
         """`(T, S, S, 3)` uint8 reenacted face crops for the aligned ``head`` (same camera as the source)."""
+        from magicportrait.pipelines.geometric_face import hold_eyes
+
         vertices = self.head_model.posed_vertices(head)
+        if self.eye_hold is not None:
+            vertices = hold_eyes(self.head_model, head, self.source, vertices, self.eye_hold)
         faces = self.renderer.render(vertices)
         points = self.head_model.landmarks(vertices)[:, WARP_POINTS, :2]
         return np.stack([self._composite(faces.images[i], faces.mask[i], points[i]) for i in range(len(vertices))])
@@ -238,8 +246,14 @@ def eye_openness(landmarks: np.ndarray) -> dict[str, float]:
     return ratios
 
 
+def eyes_closed(source: SourceFace) -> bool:
+    """Whether the portrait's eyes look closed (both eyelid gaps below CLOSED_EYE_RATIO of the eye's width)."""
+    return max(eye_openness(source.track.landmarks[0]).values()) < CLOSED_EYE_RATIO
+
+
 def source_warnings(source: SourceFace) -> list[str]:
-    """What about the portrait will limit the result (a strongly turned face, closed eyes), as messages."""
+    """What about the portrait or the head model will limit the result (a strongly turned face, closed eyes, a
+    head model without expressions), as messages."""
     messages = []
     yaw, pitch, _ = matrix_to_euler_degrees(axis_angle_to_matrix(source.head.rotation[0].astype(np.float64)))
     turn = max(abs(yaw), abs(pitch))
@@ -247,8 +261,11 @@ def source_warnings(source: SourceFace) -> list[str]:
         messages.append(f"The portrait's face is turned {turn:.0f} degrees away from the camera; the hidden side is "
                         "filled from the visible one and the result will look flat there. A more frontal portrait "
                         "works better.")
-    openness = eye_openness(source.track.landmarks[0])
-    if max(openness.values()) < CLOSED_EYE_RATIO:
+    if eyes_closed(source):
         messages.append("The portrait's eyes look closed; the geometric backend re-uses the portrait's own eyes, so "
                         "they stay closed. A portrait with open eyes works better.")
+    if source.head.expression.shape[-1] == 0:
+        messages.append(f"The {source.head.model} head model has no expression basis (a partial model file?): the "
+                        "lips and brows cannot follow the driving video; only the head pose and the jaw move. A "
+                        "FLAME file with its expression components works better.")
     return messages

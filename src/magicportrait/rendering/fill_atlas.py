@@ -69,8 +69,9 @@ def atlas_coordinates(rest_vertices: np.ndarray, faces: np.ndarray, size: int = 
     return ((coords - low) * scale + offset).astype(np.float32), radius.astype(np.float32)
 
 
-def push_pull_fill(colours: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """`(H, W, 3)` ``colours`` where ``weight`` `(H, W)` in [0, 1] is 1, continued smoothly where it is 0.
+def push_pull_fill(colours: np.ndarray, weight: np.ndarray, empty=(0.5, 0.5, 0.5)) -> np.ndarray:
+    """`(H, W, 3)` ``colours`` where ``weight`` `(H, W)` in [0, 1] is 1, continued smoothly where it is 0
+    (everywhere ``empty`` if the weight is 0 everywhere).
 
     Weighted averages are taken on a pyramid (push) and the gaps filled from the coarser level (pull), so a gap
     takes its colour from its own border, blurred more the further in it reaches.
@@ -83,8 +84,8 @@ def push_pull_fill(colours: np.ndarray, weight: np.ndarray) -> np.ndarray:
         levels.append((cv2.resize(premultiplied, half, interpolation=cv2.INTER_AREA),
                        cv2.resize(coverage, half, interpolation=cv2.INTER_AREA)))
     premultiplied, coverage = levels[-1]
-    total = max(float(coverage.sum()), 1e-6)
-    mean = premultiplied.reshape(-1, 3).sum(0) / total
+    total = float(coverage.sum())
+    mean = premultiplied.reshape(-1, 3).sum(0) / total if total > 1e-6 else np.asarray(empty, np.float32)
     filled = np.where(coverage[..., None] > 1e-6, premultiplied / np.maximum(coverage, 1e-6)[..., None], mean)
     for depth in range(len(levels) - 2, -1, -1):
         premultiplied, coverage = levels[depth]
@@ -96,11 +97,13 @@ def push_pull_fill(colours: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 
 def build_fill_atlas(lookup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                     faces: torch.Tensor, rest_vertices: np.ndarray, size: int = ATLAS_SIZE) -> FillAtlas:
+                     faces: torch.Tensor, rest_vertices: np.ndarray, size: int = ATLAS_SIZE,
+                     empty=(0.5, 0.5, 0.5)) -> FillAtlas:
     """Render the mesh ``faces`` into its atlas, look every texel up in the source and fill what it did not see.
 
     ``lookup(corners (K, 3), bary (K, 3)) -> (colours (K, 3), seen (K,))``: the source's colour of the surface
-    points and how well the source saw them (0 hidden or seen edge-on, 1 seen well).
+    points and how well the source saw them (0 hidden or seen edge-on, 1 seen well). ``empty``: the colour of all
+    of it if the source saw none of it.
     """
     device = faces.device
     faces_np = faces.cpu().numpy()
@@ -115,6 +118,6 @@ def build_fill_atlas(lookup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.
     flat_colours[pixels] = colours.cpu().numpy()
     flat_seen[pixels] = seen.cpu().numpy()
     seen_map = flat_seen.reshape(size, size)
-    filled = push_pull_fill(flat_colours.reshape(size, size, 3), np.clip(seen_map, 0, 1))
+    filled = push_pull_fill(flat_colours.reshape(size, size, 3), np.clip(seen_map, 0, 1), empty)
     image = torch.as_tensor(filled, device=device).permute(2, 0, 1)[None].contiguous()
     return FillAtlas(uv=torch.as_tensor(uv, device=device), image=image, seen=seen_map)

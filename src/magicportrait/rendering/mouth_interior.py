@@ -25,7 +25,7 @@ TEETH_COLOUR = (0.86, 0.83, 0.76)
 TEETH_REFERENCE_LUMINANCE = 0.5
 CAVITY_RIM, CAVITY_CORE = 1.7, 0.35
 """The cavity's colour next to the lips and deep inside, as multiples of the given cavity colour."""
-TONGUE = (1.7, 1.05, 1.05)
+TONGUE = (2.6, 1.5, 1.5)
 """The tongue's colour as a multiple of the cavity colour (redder and lighter than the cavity)."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from magicportrait.heads.mediapipe_topology import orient_like, strip_triangles
 from magicportrait.rendering.fill_atlas import ATLAS_SIZE, build_fill_atlas
@@ -63,8 +64,8 @@ class SourceTexture:
         uv: `(V, 2)` float32 image-space position of each vertex in ``image`` (pixel (i, j) covers [i, i+1)).
         depth: `(V,)` float32 image-space z of each vertex in the source (smaller = nearer).
         zbuffer: `(H, W)` float32 z of the nearest source surface per pixel, +inf where the mesh is absent.
-        fallback_colour: `(3,)` float32 in [0, 1], the median colour of the visible face (sets the
-            brightness of the mouth interior's teeth hint).
+        fallback_colour: `(3,)` float32 in [0, 1], the median colour of the visible face (the fill if the source
+            saw none of the mesh; sets the brightness of the mouth interior's teeth hint).
         perspective: whether the source vertices come from a perspective camera (z proportional to depth).
     """
 
@@ -140,25 +141,28 @@ class TextureTransferRenderer:
         self.uv = torch.as_tensor(texture.uv, dtype=torch.float32, device=self.device)
         self.depth = torch.as_tensor(texture.depth, dtype=torch.float32, device=self.device)
         self.margin_px = max(1, round(OCCLUSION_MARGIN * max(texture.image.shape[:2])))
-        self.zbuffer = self._occlusion_zbuffer(texture.zbuffer)
+        # no surface = infinitely far: a large finite depth keeps the visibility test free of inf arithmetic
+        zbuffer = np.minimum(texture.zbuffer, EMPTY_DEPTH).astype(np.float32)
+        self.zbuffer = torch.as_tensor(zbuffer, device=self.device)
+        self.near_zbuffer = self._occlusion_zbuffer(zbuffer)
         source_vertices = torch.cat([self.uv, self.depth[:, None]], 1)
         self.head_faces = self.faces[:self.num_head_faces]
         self.source_facing = vertex_normals(source_vertices, self.head_faces)[:, 2].abs()
         self.image = torch.as_tensor(texture.image, device=self.device).permute(2, 0, 1)[None].float() / 255.0
         self.tolerance = DEPTH_TOLERANCE * max(texture.image.shape[:2])
         rest = source_vertices.cpu().numpy() if rest_vertices is None else np.asarray(rest_vertices, np.float64)
-        self.atlas = build_fill_atlas(self._atlas_lookup, self.head_faces, rest, ATLAS_SIZE)
+        self.atlas = build_fill_atlas(self._atlas_lookup, self.head_faces, rest, ATLAS_SIZE,
+                                      texture.fallback_colour)
         self.mouth = None if not len(mouth) else MouthInterior.from_faces(
             self.faces[self.num_head_faces:], rest if template_vertices is None else template_vertices,
             cavity_colour, texture.fallback_colour)
         self._key_buffer: torch.Tensor | None = None
 
     def _occlusion_zbuffer(self, zbuffer: np.ndarray) -> torch.Tensor:
-        """The source z-buffer, min-filtered by OCCLUSION_MARGIN (no surface = a large finite depth, which keeps the
-        visibility test free of inf arithmetic)."""
+        """The source z-buffer, min-filtered by OCCLUSION_MARGIN."""
         grow = self.margin_px
         kernel = np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)
-        nearest = cv2.erode(np.minimum(zbuffer, EMPTY_DEPTH).astype(np.float32), kernel)
+        nearest = cv2.erode(zbuffer, kernel)
         return torch.as_tensor(nearest, dtype=torch.float32, device=self.device)
 
     def _atlas_lookup(self, corners: torch.Tensor, bary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +184,7 @@ class TextureTransferRenderer:
             bary = _perspective_weights(bary, output_depth)
         output_facing = vertex_normals(verts, self.head_faces)[..., 2].abs().reshape(-1)
         facing = (output_facing[corners + (fg.frame * verts.shape[1])[:, None]] * bary).sum(1)
-        colours = self._surface_colours(corners, bary, facing)
+        colours = self._surface_colours(corners, bary, facing, self._output_edges(fg, facing))
         mouth = fg.face >= self.num_head_faces
         if bool(mouth.any()):
             colours[mouth] = self._mouth_colours(verts, fg.frame[mouth], fg.face[mouth] - self.num_head_faces,
@@ -199,12 +203,25 @@ class TextureTransferRenderer:
         interior = self.mouth.colours(corners, bary, pixel_height, width[frame])
         return alpha * source + (1 - alpha) * interior
 
-    def _surface_colours(self, corners: torch.Tensor, bary: torch.Tensor, facing: torch.Tensor) -> torch.Tensor:
+    def _output_edges(self, fg, facing: torch.Tensor) -> torch.Tensor:
+        """`(K,)` in [0, 1]: whether a nearer surface's edge lies within the occlusion margin of each covered pixel
+        in the output too (there the source's pixels are right as they are, e.g. everywhere when unmoved)."""
+        n, h, w = fg.shape
+        grow = self.margin_px
+        depth = fg.scatter(fg.zbuf.float(), EMPTY_DEPTH).view(n, 1, h, w).neg()
+        depth = F.max_pool2d(depth, (1, 2 * grow + 1), 1, (0, grow))
+        nearest = F.max_pool2d(depth, (2 * grow + 1, 1), 1, (grow, 0)).neg().view(-1)[fg.pixel_index]
+        slope = (1 - facing.square()).clamp_min(0).sqrt_() / facing.clamp_min(MIN_FACING)
+        return (fg.zbuf.float() - nearest - grow * slope).sub_(self.tolerance).div_(self.tolerance).clamp_(0, 1)
+
+    def _surface_colours(self, corners: torch.Tensor, bary: torch.Tensor, facing: torch.Tensor,
+                         edges: torch.Tensor) -> torch.Tensor:
         """`(K, 3)` colours: the source where it saw the point, faded into the fill atlas where it did not.
 
-        ``facing``: `(K,)` |normal z| of the surface in the output view (for the stretch test).
+        ``facing``: `(K,)` |normal z| of the surface in the output view (for the stretch test); ``edges``: from
+        :meth:`_output_edges`.
         """
-        colours, seen = self._source_lookup(corners, bary, facing)
+        colours, seen = self._source_lookup(corners, bary, facing, edges)
         hidden = torch.nonzero(seen < 1).squeeze(1)  # usually a small part: look the fill up only there
         if hidden.numel() == 0:
             return colours
@@ -215,10 +232,13 @@ class TextureTransferRenderer:
         colours[hidden] = colours[hidden] * seen + fill * (1 - seen)
         return colours
 
-    def _source_lookup(self, corners: torch.Tensor, bary: torch.Tensor,
-                       facing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _source_lookup(self, corners: torch.Tensor, bary: torch.Tensor, facing: torch.Tensor,
+                       edges: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Source colour `(K, 3)` and visibility `(K,)` in [0, 1] of the surface points ``bary`` on ``corners``
-        (0: hidden in the source, or seen there so obliquely that it would be stretched, see STRETCH_LIMITS)."""
+        (0: hidden in the source, or seen there so obliquely that it would be stretched, see STRETCH_LIMITS).
+
+        Texels within the occlusion margin of a nearer surface's edge in the source count as hidden, except as
+        far as ``edges`` `(K,)` says the output has such an edge there too."""
         uv, depth = self.uv[corners], self.depth[corners]  # (K, 3, 2), (K, 3)
         screen = _projected_weights(bary, depth) if self.texture.perspective else bary
         position = torch.einsum("kc,kcd->kd", screen, uv)
@@ -226,11 +246,15 @@ class TextureTransferRenderer:
         h, w = self.zbuffer.shape
         col = position[:, 0].long().clamp_(0, w - 1)  # positions are >= 0 where it matters: truncation = floor
         row = position[:, 1].long().clamp_(0, h - 1)
-        nearest = self.zbuffer.view(-1)[row * w + col]
+        flat = row * w + col
         source_facing = (self.source_facing[corners] * bary).sum(1)
         # the min-filtered z-buffer is nearer than the texel by up to the margin times its own slope anyway
         slope = (1 - source_facing.square()).clamp_min(0).sqrt_() / source_facing.clamp_min(MIN_FACING)
+        nearest = self.near_zbuffer.view(-1)[flat]
         seen = (nearest - z + self.margin_px * slope).add_(2 * self.tolerance).div_(self.tolerance).clamp_(0, 1)
+        if edges is not None:
+            exact = (self.zbuffer.view(-1)[flat] - z).add_(2 * self.tolerance).div_(self.tolerance).clamp_(0, 1)
+            seen = seen + edges * (exact - seen)
         ratio = source_facing / facing.clamp_min(1e-6)
         low, high = STRETCH_LIMITS
         seen.mul_(((ratio - low) / (high - low)).clamp_(0, 1))
