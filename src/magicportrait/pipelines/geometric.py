@@ -31,6 +31,9 @@ from magicportrait.types import HeadTrack, SourceFace
 logger = logging.getLogger(__name__)
 SOURCE_TURN_WARNING_DEGREES = 60.0
 FACE_REGION_MARGIN = 0.01  # the re-rendered part of the head: the face outline grown by this fraction of the crop
+EDGE_BAND = 0.08  # ... less what the portrait saw badly within this fraction of the crop of the outline (FLAME)
+EDGE_MIN_FACING = 0.35  # |normal z| in the portrait below which a triangle there counts as seen badly
+DEPTH_SLACK = 0.012  # depth slack of that visibility test, as a fraction of the crop side
 CLOSED_EYE_RATIO = 0.12  # eyelid gap / eye width below this counts as closed
 EYES = {"right": (33, 133, 159, 145), "left": (362, 263, 386, 374)}  # corners, upper and lower lid (MediaPipe)
 LIPS = (0, 17, 37, 84, 267, 314, 13, 14)  # points on the lips, for the mouth cavity's colour
@@ -118,7 +121,8 @@ class GeometricGenerator:
         rest = head_model.shape_vertices(source.head.identity, np.zeros_like(source.head.expression[:1]),
                                          _neutral_joints(source.head))[0]
         self.renderer = TextureTransferRenderer(
-            self.texture, face_region_faces(head_model.faces, vertices, source.track.landmarks[0], size),
+            self.texture, face_region_faces(head_model.faces, vertices, source.track.landmarks[0], size,
+                                            zbuffer=self.texture.zbuffer),
             mouth_faces=mouth_cavity_faces(head_model.mouth_loop(), rest), rest_vertices=rest,
             template_vertices=_template(head_model, rest),
             cavity_colour=cavity_colour(source.crop, source.track.landmarks[0]),
@@ -177,13 +181,16 @@ class GeometricGenerator:
 
 
 def face_region_faces(faces: np.ndarray, vertices: np.ndarray, landmarks: np.ndarray, size: int,
-                      margin: float = FACE_REGION_MARGIN) -> np.ndarray:
+                      margin: float = FACE_REGION_MARGIN, zbuffer: np.ndarray | None = None) -> np.ndarray:
     """The mesh triangles whose corners all lie inside the portrait's face outline (grown by ``margin`` of the
     crop side).
 
     Only those are re-rendered: a head model that covers more than the face (FLAME's scalp, ears and neck) has its
     texture there from hair, background or clothes, which would smear as the head turns; the 2D warp moves those
-    parts instead. The open geometry is the face outline itself, so it is kept whole.
+    parts instead. The open geometry is the face outline itself, so it is kept whole. For a model that covers more,
+    with the source's ``zbuffer`` given, the triangles near the outline that the portrait saw edge-on or not at all
+    go to the 2D warp too (FLAME's forehead curving back under the hair, the far cheek of a turned face): filled in
+    the re-rendered face, they would stamp a patch of skin over hair or beside the warped far side.
     """
     from magicportrait.rendering.appearance import face_region_mask
 
@@ -193,7 +200,16 @@ def face_region_faces(faces: np.ndarray, vertices: np.ndarray, landmarks: np.nda
     cols = np.clip(np.floor(vertices[:, 0]).astype(int), 0, size - 1)
     rows = np.clip(np.floor(vertices[:, 1]).astype(int), 0, size - 1)
     inside = region[rows, cols]
-    return faces[inside[faces].all(axis=1)]
+    kept = faces[inside[faces].all(axis=1)]
+    if zbuffer is None or len(kept) == len(faces):
+        return kept
+    band = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3)[rows, cols] < EDGE_BAND * size
+    seen = vertices[:, 2] <= zbuffer[rows, cols] + DEPTH_SLACK * size
+    corners = vertices[kept]
+    normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    facing = np.abs(normal[:, 2]) / np.maximum(np.linalg.norm(normal, axis=1), 1e-12)
+    doubtful = band[kept].any(axis=1) & ((facing < EDGE_MIN_FACING) | ~seen[kept].all(axis=1))
+    return kept[~doubtful]
 
 
 def _template(head_model: HeadModel, rest: np.ndarray) -> np.ndarray:
