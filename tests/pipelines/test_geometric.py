@@ -134,6 +134,12 @@ def test_closed_eyes_and_turned_face_are_reported(source):
     assert re.search(r"turned (69|70|71|72) degrees", messages[0])  # 70 on top of the portrait's own slight turn
 
 
+def test_a_three_quarter_view_portrait_is_reported(source):
+    assert source_warnings(replace(source, head=_rotated(source.head, np.array([[20.0, 0.0, 0.0]])))) == []
+    messages = source_warnings(replace(source, head=_rotated(source.head, np.array([[35.0, 0.0, 0.0]]))))
+    assert len(messages) == 1 and re.search(r"turned 3[4-7] degrees", messages[0]) and "side it hides" in messages[0]
+
+
 def test_a_head_model_without_expressions_is_reported(source):
     """The partial FLAME file has no expression basis: the lips and brows cannot follow, and the user is told."""
     assert source_warnings(source) == []

@@ -3,8 +3,9 @@
 Per frame, in the source's square face crop:
 
 1. the face: the source photo re-rendered on the aligned head mesh (:mod:`magicportrait.rendering.texture_transfer`:
-   projective texture with per-texel visibility, mirrored fill for surface the photo never saw, the mouth's inside
-   from the source's own teeth or a dark cavity);
+   projective texture with soft per-texel visibility, surface the photo never saw filled from the nearest seen skin
+   on the same side, the mouth's inside from the source's own teeth or a shaded procedural interior; closed eyes
+   in the portrait held closed, :mod:`magicportrait.pipelines.geometric_face`);
 2. everything else (hair, ears, neck, background): the source crop with its face painted out, moved by a smooth 2D
    warp that follows the head (:func:`magicportrait.compositing.head_motion_maps`), so nothing tears;
 3. the face blended in with a feathered mask (multi-band) after colour matching.
@@ -29,7 +30,7 @@ from magicportrait.heads import HeadModel
 from magicportrait.types import HeadTrack, SourceFace
 
 logger = logging.getLogger(__name__)
-SOURCE_TURN_WARNING_DEGREES = 60.0
+SOURCE_TURN_WARNING_DEGREES = 30.0  # a 3/4 view hides enough of the face to say so
 FACE_REGION_MARGIN = 0.01  # the re-rendered part of the head: the face outline grown by this fraction of the crop
 EDGE_BAND = 0.08  # ... less what the portrait saw badly within this fraction of the crop of the outline (FLAME)
 EDGE_MIN_FACING = 0.35  # |normal z| in the portrait below which a triangle there counts as seen badly
@@ -274,9 +275,9 @@ def source_warnings(source: SourceFace) -> list[str]:
     yaw, pitch, _ = matrix_to_euler_degrees(axis_angle_to_matrix(source.head.rotation[0].astype(np.float64)))
     turn = max(abs(yaw), abs(pitch))
     if turn > SOURCE_TURN_WARNING_DEGREES:
-        messages.append(f"The portrait's face is turned {turn:.0f} degrees away from the camera; the hidden side is "
-                        "filled from the visible one and the result will look flat there. A more frontal portrait "
-                        "works better.")
+        messages.append(f"The portrait's face is turned {turn:.0f} degrees away from the camera; where the driving "
+                        "head turns toward the side it hides, that side is filled from the skin around it and will "
+                        "look smooth or smeared there. A more frontal portrait works better.")
     if eyes_closed(source):
         messages.append("The portrait's eyes look closed; the geometric backend re-uses the portrait's own eyes, so "
                         "they stay closed. A portrait with open eyes works better.")
