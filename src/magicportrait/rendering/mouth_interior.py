@@ -99,7 +99,7 @@ class MouthInterior:
         lower[lower_arc] = 1.0
         lower[[first, second]] = 0.5
         luminance = float(np.dot(np.asarray(skin_colour, np.float64), [0.299, 0.587, 0.114]))
-        teeth = np.asarray(TEETH_COLOUR) * np.clip(luminance / TEETH_REFERENCE_LUMINANCE, 0.6, 1.1)
+        teeth = np.asarray(TEETH_COLOUR) * np.clip(luminance / TEETH_REFERENCE_LUMINANCE, 0.6, 1.0)
         return cls(faces=faces, side=torch.as_tensor(side, device=device),
                    lower=torch.as_tensor(lower, device=device), corners=(first, second),
                    cavity=torch.as_tensor(np.asarray(cavity_colour, np.float32), device=device),
@@ -140,7 +140,7 @@ class MouthInterior:
         colour = colour + tongue[:, None] * (tongue_colour - colour)
         # the upper teeth: a band under the upper lip, fading toward the corners and shadowed by the lip
         band = torch.minimum(TEETH_HEIGHT * width, 0.5 * height)
-        teeth = _smoothstep(band + 0.75, band - 0.75, below_upper) * _smoothstep(0.8, 0.45, side.abs())
-        shade = (0.65 + 0.35 * (1 - side ** 2)) * (1 - 0.35 * torch.exp(-below_upper / 1.2))
+        teeth = _smoothstep(band + 1.25, band - 1.25, below_upper) * _smoothstep(0.8, 0.4, side.abs())
+        shade = (0.55 + 0.45 * (1 - side ** 2)) * (1 - 0.4 * torch.exp(-below_upper / 1.5))
         colour = colour + teeth[:, None] * (self.teeth * shade[:, None] - colour)
         return colour
