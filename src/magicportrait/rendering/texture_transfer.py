@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from magicportrait.heads.mediapipe_topology import orient_like, strip_triangles
 from magicportrait.rendering.fill_atlas import ATLAS_SIZE, build_fill_atlas
@@ -184,7 +183,7 @@ class TextureTransferRenderer:
             bary = _perspective_weights(bary, output_depth)
         output_facing = vertex_normals(verts, self.head_faces)[..., 2].abs().reshape(-1)
         facing = (output_facing[corners + (fg.frame * verts.shape[1])[:, None]] * bary).sum(1)
-        colours = self._surface_colours(corners, bary, facing, self._output_edges(fg, facing))
+        colours = self._surface_colours(fg, corners, bary, facing)
         mouth = fg.face >= self.num_head_faces
         if bool(mouth.any()):
             colours[mouth] = self._mouth_colours(verts, fg.frame[mouth], fg.face[mouth] - self.num_head_faces,
@@ -203,25 +202,36 @@ class TextureTransferRenderer:
         interior = self.mouth.colours(corners, bary, pixel_height, width[frame])
         return alpha * source + (1 - alpha) * interior
 
-    def _output_edges(self, fg, facing: torch.Tensor) -> torch.Tensor:
-        """`(K,)` in [0, 1]: whether a nearer surface's edge lies within the occlusion margin of each covered pixel
-        in the output too (there the source's pixels are right as they are, e.g. everywhere when unmoved)."""
+    def _output_edges(self, fg, facing: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """`(S,)` in [0, 1] for the covered ``pixels`` (indices into ``fg``): whether a nearer surface's edge lies
+        within the occlusion margin in the output too (there the source's pixels are right as they are, e.g.
+        everywhere when unmoved). The margin is probed on a ring of 16 points, enough for an edge's line."""
         n, h, w = fg.shape
-        grow = self.margin_px
-        depth = fg.scatter(fg.zbuf.float(), EMPTY_DEPTH).view(n, 1, h, w).neg()
-        depth = F.max_pool2d(depth, (1, 2 * grow + 1), 1, (0, grow))
-        nearest = F.max_pool2d(depth, (2 * grow + 1, 1), 1, (grow, 0)).neg().view(-1)[fg.pixel_index]
+        depth = fg.scatter(fg.zbuf.float(), EMPTY_DEPTH).view(-1)
+        index = fg.pixel_index[pixels]
+        row, col = (index % (h * w)) // w, index % w
+        base = index - row * w - col
+        nearest = torch.full_like(fg.zbuf[pixels].float(), EMPTY_DEPTH)
+        for radius in sorted({max(1, self.margin_px // 2), self.margin_px}):
+            for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+                r = (row + dy * radius).clamp(0, h - 1)
+                c = (col + dx * radius).clamp(0, w - 1)
+                nearest = torch.minimum(nearest, depth[base + r * w + c])
+        facing = facing[pixels]
         slope = (1 - facing.square()).clamp_min(0).sqrt_() / facing.clamp_min(MIN_FACING)
-        return (fg.zbuf.float() - nearest - grow * slope).sub_(self.tolerance).div_(self.tolerance).clamp_(0, 1)
+        gap = fg.zbuf[pixels].float() - nearest - self.margin_px * slope
+        return gap.sub_(self.tolerance).div_(self.tolerance).clamp_(0, 1)
 
-    def _surface_colours(self, corners: torch.Tensor, bary: torch.Tensor, facing: torch.Tensor,
-                         edges: torch.Tensor) -> torch.Tensor:
+    def _surface_colours(self, fg, corners: torch.Tensor, bary: torch.Tensor, facing: torch.Tensor) -> torch.Tensor:
         """`(K, 3)` colours: the source where it saw the point, faded into the fill atlas where it did not.
 
-        ``facing``: `(K,)` |normal z| of the surface in the output view (for the stretch test); ``edges``: from
-        :meth:`_output_edges`.
+        ``facing``: `(K,)` |normal z| of the surface in the output view (for the stretch test). Texels the occlusion
+        margin hides are checked against the output (:meth:`_output_edges`): a few, so that stays cheap.
         """
-        colours, seen = self._source_lookup(corners, bary, facing, edges)
+        colours, seen, exact = self._source_lookup(corners, bary, facing, exact=True)
+        doubt = torch.nonzero(exact > seen).squeeze(1)
+        if doubt.numel():
+            seen[doubt] += self._output_edges(fg, facing, doubt) * (exact[doubt] - seen[doubt])
         hidden = torch.nonzero(seen < 1).squeeze(1)  # usually a small part: look the fill up only there
         if hidden.numel() == 0:
             return colours
@@ -233,12 +243,12 @@ class TextureTransferRenderer:
         return colours
 
     def _source_lookup(self, corners: torch.Tensor, bary: torch.Tensor, facing: torch.Tensor,
-                       edges: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       exact: bool = False) -> tuple[torch.Tensor, ...]:
         """Source colour `(K, 3)` and visibility `(K,)` in [0, 1] of the surface points ``bary`` on ``corners``
         (0: hidden in the source, or seen there so obliquely that it would be stretched, see STRETCH_LIMITS).
 
-        Texels within the occlusion margin of a nearer surface's edge in the source count as hidden, except as
-        far as ``edges`` `(K,)` says the output has such an edge there too."""
+        Texels within the occlusion margin of a nearer surface's edge in the source count as hidden; with
+        ``exact``, also returns the visibility without that margin (both with the stretch test)."""
         uv, depth = self.uv[corners], self.depth[corners]  # (K, 3, 2), (K, 3)
         screen = _projected_weights(bary, depth) if self.texture.perspective else bary
         position = torch.einsum("kc,kcd->kd", screen, uv)
@@ -252,14 +262,15 @@ class TextureTransferRenderer:
         slope = (1 - source_facing.square()).clamp_min(0).sqrt_() / source_facing.clamp_min(MIN_FACING)
         nearest = self.near_zbuffer.view(-1)[flat]
         seen = (nearest - z + self.margin_px * slope).add_(2 * self.tolerance).div_(self.tolerance).clamp_(0, 1)
-        if edges is not None:
-            exact = (self.zbuffer.view(-1)[flat] - z).add_(2 * self.tolerance).div_(self.tolerance).clamp_(0, 1)
-            seen = seen + edges * (exact - seen)
         ratio = source_facing / facing.clamp_min(1e-6)
         low, high = STRETCH_LIMITS
-        seen.mul_(((ratio - low) / (high - low)).clamp_(0, 1))
+        stretch = ((ratio - low) / (high - low)).clamp_(0, 1)
         frame = torch.zeros(len(position), dtype=torch.int64, device=self.device)
-        return sample_texture_foreground(self.image, position, frame), seen
+        colours = sample_texture_foreground(self.image, position, frame)
+        if not exact:
+            return colours, seen.mul_(stretch)
+        unmargined = (self.zbuffer.view(-1)[flat] - z).add_(2 * self.tolerance).div_(self.tolerance).clamp_(0, 1)
+        return colours, seen.mul_(stretch), unmargined.mul_(stretch)
 
     def _teeth_alpha(self, verts: torch.Tensor) -> torch.Tensor:
         """`(N, M)` weight of the source mouth texture per mouth triangle (1: source area enough, 0: interior)."""
