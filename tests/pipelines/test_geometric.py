@@ -134,6 +134,41 @@ def test_closed_eyes_and_turned_face_are_reported(source):
     assert re.search(r"turned (69|70|71|72) degrees", messages[0])  # 70 on top of the portrait's own slight turn
 
 
+def test_a_three_quarter_view_portrait_is_reported(source):
+    assert source_warnings(replace(source, head=_rotated(source.head, np.array([[20.0, 0.0, 0.0]])))) == []
+    messages = source_warnings(replace(source, head=_rotated(source.head, np.array([[35.0, 0.0, 0.0]]))))
+    assert len(messages) == 1 and re.search(r"turned 3[4-7] degrees", messages[0]) and "side it hides" in messages[0]
+
+
+def test_a_head_model_without_expressions_is_reported(source):
+    """The partial FLAME file has no expression basis: the lips and brows cannot follow, and the user is told."""
+    assert source_warnings(source) == []
+    rigid = replace(source, head=replace(source.head, model="flame", expression=np.zeros((1, 0), np.float32)))
+    messages = source_warnings(rigid)
+    assert len(messages) == 1 and "no expression basis" in messages[0] and "lips and brows" in messages[0]
+
+
+def test_closed_eyes_of_the_portrait_are_held_closed(source):
+    """The driving eye opening is not applied to a portrait whose eyes are closed: its eyelids keep their shape."""
+    from magicportrait.pipelines.geometric_face import eye_hold_weights, hold_eyes
+
+    model = MediaPipeHeadModel()
+    weights = eye_hold_weights(model, source)
+    assert weights[[33, 133, 159, 145, 263, 362, 386, 374]].min() == 1.0
+    assert weights[[1, 13, 14, 61, 291, 152]].max() == 0.0  # nose tip, lips, chin
+    driving = _rotated(source.head, np.array([[10.0, 0.0, 0.0]]))
+    expression = driving.expression.reshape(1, -1, 3).copy()
+    expression[0, [145, 374], 1] += 2.0  # the lower lids drop 2 cm: the eyes open wide
+    expression[0, [14], 1] += 1.0  # and the jaw drops
+    driving = replace(driving, expression=expression.reshape(1, -1))
+    vertices = model.posed_vertices(driving)
+    held = hold_eyes(model, driving, source, vertices, weights)
+    still = model.posed_vertices(replace(driving, expression=source.head.expression[:1]))
+    np.testing.assert_allclose(held[0, [145, 374, 159, 386]], still[0, [145, 374, 159, 386]], atol=1e-3)
+    np.testing.assert_allclose(held[0, 14], vertices[0, 14], atol=1e-4)  # the mouth still follows
+    assert np.abs(vertices[0, 145] - still[0, 145]).max() > 10  # (the opening was there to undo)
+
+
 def test_occluded_mouth_in_the_source_stays_sane(tracker):
     portrait = example_portrait().copy()
     portrait[150:185, 190:260] = (90, 90, 90)  # a grey bar over the mouth (found by the tracker all the same)

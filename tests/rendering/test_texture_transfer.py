@@ -1,4 +1,5 @@
-"""The source photo re-rendered on a moved mesh: exact lookups, per-texel visibility, mirror fill, the mouth."""
+"""The source photo re-rendered on a moved mesh: exact lookups, per-texel visibility, the fill of unseen surface,
+the mouth."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import torch
 from magicportrait.geometry.mesh import boundary_loops
 from magicportrait.heads import MediaPipeHeadModel
 from magicportrait.heads.base import pose_vertices
+from magicportrait.rendering.fill_atlas import push_pull_fill
+from magicportrait.rendering.mouth_interior import TEETH_HEIGHT
 from magicportrait.rendering.texture_transfer import (
-    DEFAULT_CAVITY,
     SourceTexture,
     TextureTransferRenderer,
     _perspective_weights,
@@ -72,28 +74,64 @@ def test_translated_mesh_moves_the_texture_by_whole_pixels():
     np.testing.assert_array_equal(out.images[0][rows, cols], image[rows + 7, cols - 12])
 
 
-def test_surface_the_source_never_saw_gets_the_fallback_colour_without_a_mirror():
+def _uncovered(mirror_rest: bool = False):
+    """The two sheets with the front square moved away (uncovering the back sheet behind it), rendered with a rest
+    shape in which the square lies beside the sheet (so each has its own part of the fill atlas)."""
     vertices, faces, image, _ = two_sheets()
     moved = vertices.copy()
-    moved[25:, 0] += 140  # the front square moves away, uncovering the back sheet behind it
-    out = TextureTransferRenderer(_texture(vertices, faces, image), faces).render(moved)
-    hidden = out.images[0][95:145, 65:105].reshape(-1, 3)
-    np.testing.assert_array_equal(hidden, np.tile(np.round(np.array([0.2, 0.4, 0.6]) * 255), (len(hidden), 1)))
+    moved[25:, 0] += 140
+    return TextureTransferRenderer(_texture(vertices, faces, image), faces, rest_vertices=moved).render(moved)
+
+
+def test_surface_the_source_never_saw_is_filled_from_its_own_side_not_its_mirror():
+    out = _uncovered()
+    columns = np.arange(65, 105) + 0.5
+    red = out.images[0][95:145, 65:105, 0].astype(float)
+    mirrored = 240.0 - columns - 0.5  # the gradient's value at the mirror point (x = 120) of each column
+    # the fill continues the sheet around the hole (columns 58..112 at its border), never its mirror image
+    assert red.min() >= 50 and red.max() <= 120
+    assert np.abs(red - columns[None]).mean() < 15 and np.abs(red - mirrored[None]).min() > 20
+    assert np.abs(out.images[0][95:145, 65:105, 1].astype(int) - 100).max() <= 3  # the sheet's green, not the square's
     seen = out.images[0][60:80, 65:105]  # above the square: the source saw it
     np.testing.assert_array_equal(seen[..., 0], np.tile(np.arange(65, 105), (20, 1)))
     np.testing.assert_array_equal(out.images[0][95:145, 205:245], np.full((50, 40, 3), (10, 200, 30)))
 
 
-def test_surface_the_source_never_saw_is_filled_from_its_mirror_point():
-    vertices, faces, image, mirror = two_sheets()
+def test_uncovered_surface_next_to_the_occluders_edge_shows_no_line_of_it():
+    """The source pixels right at the square's edge mix square and sheet (here: a bright frame round the square);
+    uncovered, they must not leave that frame's line on the sheet."""
+    vertices, faces, image, _ = two_sheets()
+    image[88:152, 58:112] = 255  # a bright rim round the square's edge in the photo
+    image[90:150, 60:110] = (10, 200, 30)
     moved = vertices.copy()
     moved[25:, 0] += 140
-    out = TextureTransferRenderer(_texture(vertices, faces, image), faces, mirror=mirror).render(moved)
-    columns = np.arange(65, 105)
-    expected = 240.0 - (columns + 0.5) - 0.5  # the gradient's value at the mirrored position
-    red = out.images[0][95:145, 65:105, 0].astype(float)
-    assert np.abs(red - expected[None]).max() <= 1.0
-    np.testing.assert_array_equal(out.images[0][95:145, 65:105, 1], 100)
+    out = TextureTransferRenderer(_texture(vertices, faces, image), faces, rest_vertices=moved).render(moved)
+    hole = out.images[0][86:154, 56:114].astype(int)
+    assert hole[..., 1].max() < 140  # no trace of the white rim (G 255) nor of the square (G 200)
+
+
+def test_push_pull_fill_keeps_what_was_seen_and_continues_it_into_the_gap():
+    colours = np.zeros((64, 64, 3), np.float32)
+    colours[:, :20] = (1.0, 0.0, 0.0)
+    colours[:, 44:] = (0.0, 0.0, 1.0)
+    colours[:, 20:44] = (0.0, 1.0, 0.0)  # under zero weight: must not show
+    weight = np.ones((64, 64), np.float32)
+    weight[:, 20:44] = 0
+    filled = push_pull_fill(colours, weight)
+    np.testing.assert_allclose(filled[:, :20], colours[:, :20], atol=1e-6)
+    assert filled[:, 20:44, 1].max() < 1e-6
+    assert (filled[:, 22, 0] > 0.7).all() and (filled[:, 41, 2] > 0.7).all()  # each side of the gap from its border
+    np.testing.assert_allclose(push_pull_fill(colours, 0 * weight, (0.2, 0.4, 0.6)), np.tile([0.2, 0.4, 0.6],
+                                                                                          (64, 64, 1)), atol=1e-6)
+
+
+def test_a_mesh_the_source_never_saw_gets_the_fallback_colour():
+    vertices, faces, image, _ = two_sheets()
+    texture = _texture(vertices, faces, image)
+    texture.zbuffer[:] = -1e6  # something in front of everything
+    out = TextureTransferRenderer(texture, faces).render(vertices)
+    np.testing.assert_array_equal(out.images[0][out.mask[0]], np.tile(np.round(np.array([0.2, 0.4, 0.6]) * 255),
+                                                                      (int(out.mask[0].sum()), 1)))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -117,20 +155,28 @@ def _frontal_face():
     return model, vertices.astype(np.float32)
 
 
-def test_opened_mouth_of_a_closed_source_shows_the_dark_cavity():
+def test_opened_mouth_of_a_closed_source_shows_a_shaded_interior_with_a_teeth_band():
     model, vertices = _frontal_face()
     closed = vertices.copy()
     closed[list(LOWER_INNER_LIP), :2] = closed[list(UPPER_INNER_LIP), :2]
     image = np.full((SIZE, SIZE, 3), 180, np.uint8)
     mouth = mouth_cavity_faces(model.mouth_loop(), model.canonical)
-    renderer = TextureTransferRenderer(_texture(closed, model.faces, image), model.faces, mouth_faces=mouth)
+    renderer = TextureTransferRenderer(_texture(closed, model.faces, image), model.faces, mouth_faces=mouth,
+                                       template_vertices=model.canonical)
     opened = closed.copy()
     opened[list(LOWER_INNER_LIP), 1] += 20
     out = renderer.render(opened)
-    centre = np.round(closed[[13], :2] + [0, 10]).astype(int)[0]
-    assert out.mouth[0][centre[1], centre[0]]
-    np.testing.assert_array_equal(out.images[0][centre[1], centre[0]], np.round(np.array(DEFAULT_CAVITY) * 255))
-    assert out.mouth[0].sum() > 100
+    x, top = int(closed[13, 0]), int(np.ceil(closed[13, 1] - 0.5))
+    assert out.mouth[0][top + 1:top + 15, x].all() and out.mouth[0].sum() > 600
+    column = out.images[0][top + 1:top + 15, x].astype(float).mean(1)  # from the upper lip to the lower one
+    band = TEETH_HEIGHT * np.linalg.norm(opened[308, :2] - opened[78, :2])  # about 7 px
+    teeth, deep = column[1:int(band) - 1], column[int(band) + 1:11]
+    assert teeth.min() > 120 and teeth.mean() > deep.min() + 100  # a bright band of upper teeth under the lip
+    assert column[int(band) + 1:].max() < 80  # no wider than the stated band
+    assert deep.min() < 40  # dark deeper in
+    assert column[11:].mean() > deep.min() + 15  # lit again near the lower lip (and the tongue there)
+    wide = out.images[0][out.mouth[0]].astype(float).mean(1)
+    assert wide.std() > 30  # not a flat fill
 
 
 def test_open_source_mouth_keeps_its_teeth():

@@ -42,6 +42,10 @@ class HeadModel(ABC):
         """Vertex indices around the mouth opening (inner lips) in order, starting at a mouth corner."""
         raise NotImplementedError(f"{type(self).__name__} does not say where its mouth opening is.")
 
+    def template_vertices(self) -> np.ndarray:
+        """`(V, 3)` the model's mean head at rest in the model frame (its lips apart)."""
+        raise NotImplementedError(f"{type(self).__name__} has no mean head.")
+
     def mirror_vertices(self) -> np.ndarray:
         """`(V,)` each vertex's left/right mirror partner, -1 where it has none."""
         raise NotImplementedError(f"{type(self).__name__} does not say which vertices mirror each other.")

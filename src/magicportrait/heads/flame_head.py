@@ -179,6 +179,9 @@ class FlameHeadModel(HeadModel):
         loop = min(boundary_loops(self.faces), key=lambda ring: np.linalg.norm(rest[ring].mean(0) - centre))
         return np.roll(loop, -int(np.argmin(rest[loop, 0])))
 
+    def template_vertices(self) -> np.ndarray:
+        return self.rest_vertices()
+
     def mirror_vertices(self) -> np.ndarray:
         from magicportrait.geometry.mesh import mirror_vertices
 

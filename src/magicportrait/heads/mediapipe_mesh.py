@@ -164,3 +164,6 @@ class MediaPipeHeadModel(HeadModel):
 
     def mirror_vertices(self) -> np.ndarray:
         return self.mirror_pairs.copy()
+
+    def template_vertices(self) -> np.ndarray:
+        return self.canonical.copy()

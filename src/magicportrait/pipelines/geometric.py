@@ -3,8 +3,9 @@
 Per frame, in the source's square face crop:
 
 1. the face: the source photo re-rendered on the aligned head mesh (:mod:`magicportrait.rendering.texture_transfer`:
-   projective texture with per-texel visibility, mirrored fill for surface the photo never saw, the mouth's inside
-   from the source's own teeth or a dark cavity);
+   projective texture with soft per-texel visibility, surface the photo never saw filled from the nearest seen skin
+   on the same side, the mouth's inside from the source's own teeth or a shaded procedural interior; closed eyes
+   in the portrait held closed, :mod:`magicportrait.pipelines.geometric_face`);
 2. everything else (hair, ears, neck, background): the source crop with its face painted out, moved by a smooth 2D
    warp that follows the head (:func:`magicportrait.compositing.head_motion_maps`), so nothing tears;
 3. the face blended in with a feathered mask (multi-band) after colour matching.
@@ -29,8 +30,11 @@ from magicportrait.heads import HeadModel
 from magicportrait.types import HeadTrack, SourceFace
 
 logger = logging.getLogger(__name__)
-SOURCE_TURN_WARNING_DEGREES = 60.0
+SOURCE_TURN_WARNING_DEGREES = 30.0  # a 3/4 view hides enough of the face to say so
 FACE_REGION_MARGIN = 0.01  # the re-rendered part of the head: the face outline grown by this fraction of the crop
+EDGE_BAND = 0.08  # ... less what the portrait saw badly within this fraction of the crop of the outline (FLAME)
+EDGE_MIN_FACING = 0.35  # |normal z| in the portrait below which a triangle there counts as seen badly
+DEPTH_SLACK = 0.012  # depth slack of that visibility test, as a fraction of the crop side
 CLOSED_EYE_RATIO = 0.12  # eyelid gap / eye width below this counts as closed
 EYES = {"right": (33, 133, 159, 145), "left": (362, 263, 386, 374)}  # corners, upper and lower lid (MediaPipe)
 LIPS = (0, 17, 37, 84, 267, 314, 13, 14)  # points on the lips, for the mouth cavity's colour
@@ -98,6 +102,7 @@ class GeometricGenerator:
     def __init__(self, head_model: HeadModel, source: SourceFace, config: GeometricConfig | None = None,
                  device: str = "cpu") -> None:
         from magicportrait.heads.mediapipe_mesh import load_canonical_face, rigid_point_weights
+        from magicportrait.pipelines.geometric_face import eye_hold_weights
         from magicportrait.rendering.texture_transfer import (
             TextureTransferRenderer,
             mouth_cavity_faces,
@@ -106,7 +111,10 @@ class GeometricGenerator:
 
         self.config = config or GeometricConfig()
         self.head_model = head_model
+        self.source = source
         self.source_crop = source.crop
+        # closed eyes in the portrait stay closed (the driving blinks would open its lash line into black slits)
+        self.eye_hold = eye_hold_weights(head_model, source) if eyes_closed(source) else None
         size = source.crop.shape[0]
         vertices = head_model.posed_vertices(source.head)[0]
         self.texture = project_source_texture(source.crop, vertices, head_model.faces,
@@ -114,9 +122,11 @@ class GeometricGenerator:
         rest = head_model.shape_vertices(source.head.identity, np.zeros_like(source.head.expression[:1]),
                                          _neutral_joints(source.head))[0]
         self.renderer = TextureTransferRenderer(
-            self.texture, face_region_faces(head_model.faces, vertices, source.track.landmarks[0], size),
-            mouth_faces=mouth_cavity_faces(head_model.mouth_loop(), rest),
-            mirror=head_model.mirror_vertices(), cavity_colour=cavity_colour(source.crop, source.track.landmarks[0]),
+            self.texture, face_region_faces(head_model.faces, vertices, source.track.landmarks[0], size,
+                                            zbuffer=self.texture.zbuffer),
+            mouth_faces=mouth_cavity_faces(head_model.mouth_loop(), rest), rest_vertices=rest,
+            template_vertices=_template(head_model, rest),
+            cavity_colour=cavity_colour(source.crop, source.track.landmarks[0]),
             device=device)
         face_mask = self.renderer.render(vertices[None]).mask[0]  # the re-rendered part, where the source has it
         self.backdrop = paint_out(source.crop, face_mask)
@@ -129,7 +139,11 @@ class GeometricGenerator:
 
     def render(self, head: HeadTrack) -> np.ndarray:
         """`(T, S, S, 3)` uint8 reenacted face crops for the aligned ``head`` (same camera as the source)."""
+        from magicportrait.pipelines.geometric_face import hold_eyes
+
         vertices = self.head_model.posed_vertices(head)
+        if self.eye_hold is not None:
+            vertices = hold_eyes(self.head_model, head, self.source, vertices, self.eye_hold)
         faces = self.renderer.render(vertices)
         points = self.head_model.landmarks(vertices)[:, WARP_POINTS, :2]
         return np.stack([self._composite(faces.images[i], faces.mask[i], points[i]) for i in range(len(vertices))])
@@ -168,13 +182,16 @@ class GeometricGenerator:
 
 
 def face_region_faces(faces: np.ndarray, vertices: np.ndarray, landmarks: np.ndarray, size: int,
-                      margin: float = FACE_REGION_MARGIN) -> np.ndarray:
+                      margin: float = FACE_REGION_MARGIN, zbuffer: np.ndarray | None = None) -> np.ndarray:
     """The mesh triangles whose corners all lie inside the portrait's face outline (grown by ``margin`` of the
     crop side).
 
     Only those are re-rendered: a head model that covers more than the face (FLAME's scalp, ears and neck) has its
     texture there from hair, background or clothes, which would smear as the head turns; the 2D warp moves those
-    parts instead. The open geometry is the face outline itself, so it is kept whole.
+    parts instead. The open geometry is the face outline itself, so it is kept whole. For a model that covers more,
+    with the source's ``zbuffer`` given, the triangles near the outline that the portrait saw edge-on or not at all
+    go to the 2D warp too (FLAME's forehead curving back under the hair, the far cheek of a turned face): filled in
+    the re-rendered face, they would stamp a patch of skin over hair or beside the warped far side.
     """
     from magicportrait.rendering.appearance import face_region_mask
 
@@ -184,7 +201,23 @@ def face_region_faces(faces: np.ndarray, vertices: np.ndarray, landmarks: np.nda
     cols = np.clip(np.floor(vertices[:, 0]).astype(int), 0, size - 1)
     rows = np.clip(np.floor(vertices[:, 1]).astype(int), 0, size - 1)
     inside = region[rows, cols]
-    return faces[inside[faces].all(axis=1)]
+    kept = faces[inside[faces].all(axis=1)]
+    if zbuffer is None or len(kept) == len(faces):
+        return kept
+    band = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3)[rows, cols] < EDGE_BAND * size
+    seen = vertices[:, 2] <= zbuffer[rows, cols] + DEPTH_SLACK * size
+    corners = vertices[kept]
+    normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    facing = np.abs(normal[:, 2]) / np.maximum(np.linalg.norm(normal, axis=1), 1e-12)
+    doubtful = band[kept].any(axis=1) & ((facing < EDGE_MIN_FACING) | ~seen[kept].all(axis=1))
+    return kept[~doubtful]
+
+
+def _template(head_model: HeadModel, rest: np.ndarray) -> np.ndarray:
+    try:
+        return head_model.template_vertices()
+    except NotImplementedError:
+        return rest
 
 
 def _neutral_joints(head: HeadTrack) -> np.ndarray | None:
@@ -230,17 +263,26 @@ def eye_openness(landmarks: np.ndarray) -> dict[str, float]:
     return ratios
 
 
+def eyes_closed(source: SourceFace) -> bool:
+    """Whether the portrait's eyes look closed (both eyelid gaps below CLOSED_EYE_RATIO of the eye's width)."""
+    return max(eye_openness(source.track.landmarks[0]).values()) < CLOSED_EYE_RATIO
+
+
 def source_warnings(source: SourceFace) -> list[str]:
-    """What about the portrait will limit the result (a strongly turned face, closed eyes), as messages."""
+    """What about the portrait or the head model will limit the result (a strongly turned face, closed eyes, a
+    head model without expressions), as messages."""
     messages = []
     yaw, pitch, _ = matrix_to_euler_degrees(axis_angle_to_matrix(source.head.rotation[0].astype(np.float64)))
     turn = max(abs(yaw), abs(pitch))
     if turn > SOURCE_TURN_WARNING_DEGREES:
-        messages.append(f"The portrait's face is turned {turn:.0f} degrees away from the camera; the hidden side is "
-                        "filled from the visible one and the result will look flat there. A more frontal portrait "
-                        "works better.")
-    openness = eye_openness(source.track.landmarks[0])
-    if max(openness.values()) < CLOSED_EYE_RATIO:
+        messages.append(f"The portrait's face is turned {turn:.0f} degrees away from the camera; where the driving "
+                        "head turns toward the side it hides, that side is filled from the skin around it and will "
+                        "look smooth or smeared there. A more frontal portrait works better.")
+    if eyes_closed(source):
         messages.append("The portrait's eyes look closed; the geometric backend re-uses the portrait's own eyes, so "
                         "they stay closed. A portrait with open eyes works better.")
+    if source.head.expression.shape[-1] == 0:
+        messages.append(f"The {source.head.model} head model has no expression basis (a partial model file?): the "
+                        "lips and brows cannot follow the driving video; only the head pose and the jaw move. A "
+                        "FLAME file with its expression components works better.")
     return messages

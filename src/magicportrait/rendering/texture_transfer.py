@@ -2,21 +2,27 @@
 
 The source crop is the texture: every vertex's texture coordinate is where the fitted source mesh puts it in the
 source image (projective texture mapping). A surface point shown in an output pixel takes the source colour at its
-source position if the source saw it there (per-texel visibility: its source depth against the source's z-buffer),
-else the colour of its left/right mirror point if that one was seen, else the face's median colour. Interpolation is
-perspective-correct for perspective cameras (both in the output and in the source projection). The mouth opening
-is closed by a strip of triangles across the inner lips: it shows the source's own mouth interior (teeth) where the
-source mouth was open enough, and a dark cavity where the driving mouth opens wider than the source's.
+source position as far as the source saw it there (per-texel visibility: its source depth against the source's
+z-buffer, min-filtered so that texels next to a nearer surface's edge count as hidden too, with a soft ramp), and
+fades to a fill for what the source did not see: the colour of the nearest seen surface on the same side of the
+face (:mod:`magicportrait.rendering.fill_atlas`), never a mirror copy (which would paint a second nose or brow).
+Interpolation is perspective-correct for perspective cameras (both in the output and in the source projection).
+The mouth opening is closed by a strip of triangles across the inner lips: it shows the source's own mouth interior
+(teeth) where the source mouth was open enough, and a shaded cavity with a hint of teeth and tongue where the driving
+mouth opens wider than the source's (:mod:`magicportrait.rendering.mouth_interior`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
 from magicportrait.heads.mediapipe_topology import orient_like, strip_triangles
+from magicportrait.rendering.fill_atlas import ATLAS_SIZE, build_fill_atlas
+from magicportrait.rendering.mouth_interior import MouthInterior
 from magicportrait.rendering.rasterizer import rasterize_foreground
 from magicportrait.rendering.shading import sample_texture_foreground, vertex_normals
 
@@ -30,6 +36,13 @@ DEFAULT_CAVITY = (0.17, 0.07, 0.07)
 """Colour of the inside of an open mouth where the source shows no teeth (a dark red-brown)."""
 
 EMPTY_DEPTH = 1e30
+
+OCCLUSION_MARGIN = 0.006
+"""Texels this close (fraction of the image side) to the edge of a nearer surface in the source count as hidden:
+the source pixels there mix both surfaces (a bright line of the nose's edge smeared over the revealed cheek)."""
+
+MIN_FACING = 0.1
+"""Surface seen more obliquely than this (|normal z|) counts as this steep in the occlusion test."""
 
 STRETCH_LIMITS = (0.25, 0.5)
 """A texel seen at a grazing angle in the source but more frontally in the output is stretched (silhouette texels
@@ -50,7 +63,8 @@ class SourceTexture:
         uv: `(V, 2)` float32 image-space position of each vertex in ``image`` (pixel (i, j) covers [i, i+1)).
         depth: `(V,)` float32 image-space z of each vertex in the source (smaller = nearer).
         zbuffer: `(H, W)` float32 z of the nearest source surface per pixel, +inf where the mesh is absent.
-        fallback_colour: `(3,)` float32 in [0, 1], the median colour of the visible face (for unseen surface).
+        fallback_colour: `(3,)` float32 in [0, 1], the median colour of the visible face (the fill if the source
+            saw none of the mesh; sets the brightness of the mouth interior's teeth hint).
         perspective: whether the source vertices come from a perspective camera (z proportional to depth).
     """
 
@@ -100,14 +114,18 @@ class TextureTransferRenderer:
         texture: from :func:`project_source_texture`.
         faces: `(F, 3)` the head mesh's triangles.
         mouth_faces: optional `(M, 3)` triangles across the mouth opening (:func:`mouth_cavity_faces`).
-        mirror: optional `(V,)` left/right mirror partner of each vertex, -1 where none.
+        rest_vertices: optional `(V, 3)` the mesh at rest in its model frame (x to the subject's left, y down, z
+            into the head), for the fill atlas; default the source-posed mesh.
+        template_vertices: optional `(V, 3)` a shape of the mesh with the lips apart (the model's mean head), for
+            the mouth's coordinates; default ``rest_vertices``.
         image_size: (H, W) of the output; default the texture's size.
         cavity_colour: RGB in [0, 1] of the open mouth's inside where the source shows none.
         device: torch device.
     """
 
     def __init__(self, texture: SourceTexture, faces: np.ndarray, *, mouth_faces: np.ndarray | None = None,
-                 mirror: np.ndarray | None = None, image_size: tuple[int, int] | None = None,
+                 rest_vertices: np.ndarray | None = None, template_vertices: np.ndarray | None = None,
+                 image_size: tuple[int, int] | None = None,
                  cavity_colour=DEFAULT_CAVITY, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         self.texture = texture
@@ -121,18 +139,34 @@ class TextureTransferRenderer:
             raise ValueError(f"faces index vertex {int(self.faces.max())}, but the texture has {num_vertices}.")
         self.uv = torch.as_tensor(texture.uv, dtype=torch.float32, device=self.device)
         self.depth = torch.as_tensor(texture.depth, dtype=torch.float32, device=self.device)
+        self.margin_px = max(1, round(OCCLUSION_MARGIN * max(texture.image.shape[:2])))
         # no surface = infinitely far: a large finite depth keeps the visibility test free of inf arithmetic
-        self.zbuffer = torch.as_tensor(np.minimum(texture.zbuffer, EMPTY_DEPTH), dtype=torch.float32,
-                                       device=self.device)
+        zbuffer = np.minimum(texture.zbuffer, EMPTY_DEPTH).astype(np.float32)
+        self.zbuffer = torch.as_tensor(zbuffer, device=self.device)
+        self.near_zbuffer = self._occlusion_zbuffer(zbuffer)
         source_vertices = torch.cat([self.uv, self.depth[:, None]], 1)
         self.head_faces = self.faces[:self.num_head_faces]
         self.source_facing = vertex_normals(source_vertices, self.head_faces)[:, 2].abs()
         self.image = torch.as_tensor(texture.image, device=self.device).permute(2, 0, 1)[None].float() / 255.0
-        self.mirror = None if mirror is None else torch.as_tensor(np.asarray(mirror, np.int64), device=self.device)
-        self.fallback = torch.as_tensor(texture.fallback_colour, dtype=torch.float32, device=self.device)
-        self.cavity = torch.as_tensor(np.asarray(cavity_colour, np.float32), device=self.device)
         self.tolerance = DEPTH_TOLERANCE * max(texture.image.shape[:2])
+        rest = source_vertices.cpu().numpy() if rest_vertices is None else np.asarray(rest_vertices, np.float64)
+        self.atlas = build_fill_atlas(self._atlas_lookup, self.head_faces, rest, ATLAS_SIZE,
+                                      texture.fallback_colour)
+        self.mouth = None if not len(mouth) else MouthInterior.from_faces(
+            self.faces[self.num_head_faces:], rest if template_vertices is None else template_vertices,
+            cavity_colour, texture.fallback_colour)
         self._key_buffer: torch.Tensor | None = None
+
+    def _occlusion_zbuffer(self, zbuffer: np.ndarray) -> torch.Tensor:
+        """The source z-buffer, min-filtered by OCCLUSION_MARGIN."""
+        grow = self.margin_px
+        kernel = np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)
+        nearest = cv2.erode(zbuffer, kernel)
+        return torch.as_tensor(nearest, dtype=torch.float32, device=self.device)
+
+    def _atlas_lookup(self, corners: torch.Tensor, bary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What feeds the fill: the source's colours, weighted by how squarely the source saw them (facing 1)."""
+        return self._source_lookup(corners, bary, torch.ones(len(corners), device=self.device))
 
     def render(self, vertices) -> TransferredFaces:
         """Re-render the source on `(N, V, 3)` image-space vertices (the same mesh, moved)."""
@@ -149,39 +183,72 @@ class TextureTransferRenderer:
             bary = _perspective_weights(bary, output_depth)
         output_facing = vertex_normals(verts, self.head_faces)[..., 2].abs().reshape(-1)
         facing = (output_facing[corners + (fg.frame * verts.shape[1])[:, None]] * bary).sum(1)
-        colours = self._surface_colours(corners, bary, facing)
+        colours = self._surface_colours(fg, corners, bary, facing)
         mouth = fg.face >= self.num_head_faces
         if bool(mouth.any()):
-            alpha = self._teeth_alpha(verts)[fg.frame[mouth], fg.face[mouth] - self.num_head_faces]
-            colours[mouth] = alpha[:, None] * colours[mouth] + (1 - alpha[:, None]) * self.cavity
+            colours[mouth] = self._mouth_colours(verts, fg.frame[mouth], fg.face[mouth] - self.num_head_faces,
+                                                 corners[mouth], bary[mouth], colours[mouth])
         images = fg.scatter((colours.clamp(0, 1) * 255).round().to(torch.uint8))
         mouth_mask = fg.scatter(mouth)
         return TransferredFaces(images=images.cpu().numpy(), mask=fg.mask().cpu().numpy(),
                                 mouth=mouth_mask.cpu().numpy())
 
-    def _surface_colours(self, corners: torch.Tensor, bary: torch.Tensor, facing: torch.Tensor) -> torch.Tensor:
-        """`(K, 3)` colours: the source where it saw the point, else its mirror point, else the fallback colour.
+    def _mouth_colours(self, verts: torch.Tensor, frame: torch.Tensor, face: torch.Tensor, corners: torch.Tensor,
+                       bary: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """Mouth pixels: the source's mouth where it was open enough, else the procedural interior."""
+        alpha = self._teeth_alpha(verts)[frame, face][:, None]
+        height, width = self.mouth.openings(verts)
+        pixel_height = (height[frame[:, None], corners] * bary).sum(1)
+        interior = self.mouth.colours(corners, bary, pixel_height, width[frame])
+        return alpha * source + (1 - alpha) * interior
 
-        ``facing``: `(K,)` |normal z| of the surface in the output view (for the stretch test).
+    def _output_edges(self, fg, facing: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """`(S,)` in [0, 1] for the covered ``pixels`` (indices into ``fg``): whether a nearer surface's edge lies
+        within the occlusion margin in the output too (there the source's pixels are right as they are, e.g.
+        everywhere when unmoved). The margin is probed on a ring of 16 points, enough for an edge's line."""
+        n, h, w = fg.shape
+        depth = fg.scatter(fg.zbuf.float(), EMPTY_DEPTH).view(-1)
+        index = fg.pixel_index[pixels]
+        row, col = (index % (h * w)) // w, index % w
+        base = index - row * w - col
+        nearest = torch.full_like(fg.zbuf[pixels].float(), EMPTY_DEPTH)
+        for radius in sorted({max(1, self.margin_px // 2), self.margin_px}):
+            for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+                r = (row + dy * radius).clamp(0, h - 1)
+                c = (col + dx * radius).clamp(0, w - 1)
+                nearest = torch.minimum(nearest, depth[base + r * w + c])
+        facing = facing[pixels]
+        slope = (1 - facing.square()).clamp_min(0).sqrt_() / facing.clamp_min(MIN_FACING)
+        gap = fg.zbuf[pixels].float() - nearest - self.margin_px * slope
+        return gap.sub_(self.tolerance).div_(self.tolerance).clamp_(0, 1)
+
+    def _surface_colours(self, fg, corners: torch.Tensor, bary: torch.Tensor, facing: torch.Tensor) -> torch.Tensor:
+        """`(K, 3)` colours: the source where it saw the point, faded into the fill atlas where it did not.
+
+        ``facing``: `(K,)` |normal z| of the surface in the output view (for the stretch test). Texels the occlusion
+        margin hides are checked against the output (:meth:`_output_edges`): a few, so that stays cheap.
         """
-        colours, seen = self._source_lookup(corners, bary, facing)
-        hidden = torch.nonzero(seen < 1).squeeze(1)  # usually a small part: look up mirrors only there
+        colours, seen, exact = self._source_lookup(corners, bary, facing, exact=True)
+        doubt = torch.nonzero(exact > seen).squeeze(1)
+        if doubt.numel():
+            seen[doubt] += self._output_edges(fg, facing, doubt) * (exact[doubt] - seen[doubt])
+        hidden = torch.nonzero(seen < 1).squeeze(1)  # usually a small part: look the fill up only there
         if hidden.numel() == 0:
             return colours
-        fill = self.fallback.expand(len(hidden), 3)
-        if self.mirror is not None:
-            mirrored = self.mirror[corners[hidden]]
-            mirror_colours, mirror_seen = self._source_lookup(mirrored.clamp_min(0), bary[hidden], facing[hidden])
-            mirror_seen = (mirror_seen * (mirrored >= 0).all(1))[:, None]
-            fill = mirror_colours * mirror_seen + fill * (1 - mirror_seen)
+        position = torch.einsum("kc,kcd->kd", bary[hidden], self.atlas.uv[corners[hidden]])
+        frame = torch.zeros(len(hidden), dtype=torch.int64, device=self.device)
+        fill = sample_texture_foreground(self.atlas.image, position, frame)
         seen = seen[hidden, None]
         colours[hidden] = colours[hidden] * seen + fill * (1 - seen)
         return colours
 
-    def _source_lookup(self, corners: torch.Tensor, bary: torch.Tensor,
-                       facing: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _source_lookup(self, corners: torch.Tensor, bary: torch.Tensor, facing: torch.Tensor,
+                       exact: bool = False) -> tuple[torch.Tensor, ...]:
         """Source colour `(K, 3)` and visibility `(K,)` in [0, 1] of the surface points ``bary`` on ``corners``
-        (0: hidden in the source, or seen there so obliquely that it would be stretched, see STRETCH_LIMITS)."""
+        (0: hidden in the source, or seen there so obliquely that it would be stretched, see STRETCH_LIMITS).
+
+        Texels within the occlusion margin of a nearer surface's edge in the source count as hidden; with
+        ``exact``, also returns the visibility without that margin (both with the stretch test)."""
         uv, depth = self.uv[corners], self.depth[corners]  # (K, 3, 2), (K, 3)
         screen = _projected_weights(bary, depth) if self.texture.perspective else bary
         position = torch.einsum("kc,kcd->kd", screen, uv)
@@ -189,16 +256,24 @@ class TextureTransferRenderer:
         h, w = self.zbuffer.shape
         col = position[:, 0].long().clamp_(0, w - 1)  # positions are >= 0 where it matters: truncation = floor
         row = position[:, 1].long().clamp_(0, h - 1)
-        nearest = self.zbuffer.view(-1)[row * w + col]
-        seen = ((nearest - z).add_(2 * self.tolerance)).div_(self.tolerance).clamp_(0, 1)
-        ratio = (self.source_facing[corners] * bary).sum(1) / facing.clamp_min(1e-6)
+        flat = row * w + col
+        source_facing = (self.source_facing[corners] * bary).sum(1)
+        # the min-filtered z-buffer is nearer than the texel by up to the margin times its own slope anyway
+        slope = (1 - source_facing.square()).clamp_min(0).sqrt_() / source_facing.clamp_min(MIN_FACING)
+        nearest = self.near_zbuffer.view(-1)[flat]
+        seen = (nearest - z + self.margin_px * slope).add_(2 * self.tolerance).div_(self.tolerance).clamp_(0, 1)
+        ratio = source_facing / facing.clamp_min(1e-6)
         low, high = STRETCH_LIMITS
-        seen.mul_(((ratio - low) / (high - low)).clamp_(0, 1))
+        stretch = ((ratio - low) / (high - low)).clamp_(0, 1)
         frame = torch.zeros(len(position), dtype=torch.int64, device=self.device)
-        return sample_texture_foreground(self.image, position, frame), seen
+        colours = sample_texture_foreground(self.image, position, frame)
+        if not exact:
+            return colours, seen.mul_(stretch)
+        unmargined = (self.zbuffer.view(-1)[flat] - z).add_(2 * self.tolerance).div_(self.tolerance).clamp_(0, 1)
+        return colours, seen.mul_(stretch), unmargined.mul_(stretch)
 
     def _teeth_alpha(self, verts: torch.Tensor) -> torch.Tensor:
-        """`(N, M)` weight of the source mouth texture per mouth triangle (1: source area enough, 0: cavity)."""
+        """`(N, M)` weight of the source mouth texture per mouth triangle (1: source area enough, 0: interior)."""
         mouth = self.faces[self.num_head_faces:]
         source_area = _triangle_areas(self.uv[mouth])  # (M,)
         rendered_area = _triangle_areas(verts[:, mouth, :2])  # (N, M)
