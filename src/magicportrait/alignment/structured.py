@@ -155,8 +155,9 @@ def _transfer_expression(source: HeadTrack, driving: HeadTrack,
 
 
 def limit_rotation(head: HeadTrack, reference_rotation: np.ndarray,
-                   limits_degrees: tuple[float, float, float]) -> tuple[HeadTrack, np.ndarray]:
-    """Clamp each frame's rotation relative to ``reference_rotation`` (axis-angle) to +-(yaw, pitch, roll) degrees.
+                   limits_degrees: tuple[float, float, float] | np.ndarray) -> tuple[HeadTrack, np.ndarray]:
+    """Clamp each frame's rotation relative to ``reference_rotation`` (axis-angle) to +-(yaw, pitch, roll) degrees,
+    or, with a `(2, 3)` ``limits_degrees``, between its rows (lower, upper: one-sided limits).
 
     A single photo shows one side of a head: turned much further than it, the re-rendered face would show surface
     the photo never saw. Returns the clamped head and a `(T,)` bool array of the frames that were changed.
@@ -169,7 +170,8 @@ def limit_rotation(head: HeadTrack, reference_rotation: np.ndarray,
     relative = axis_angle_to_matrix(head.rotation.astype(np.float64)) @ reference.T
     euler = matrix_to_euler_degrees(relative)
     limits = np.asarray(limits_degrees, np.float64)
-    clamped = np.clip(euler, -limits, limits)
+    lower, upper = (-limits, limits) if limits.ndim == 1 else (limits[0], limits[1])
+    clamped = np.clip(euler, lower, upper)
     changed = (np.abs(clamped - euler) > 1e-6).any(axis=1)
     if not changed.any():
         return head, changed

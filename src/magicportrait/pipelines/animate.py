@@ -328,18 +328,20 @@ class GeometricPipeline:
         from dataclasses import replace
 
         from magicportrait.alignment import limit_rotation
-        from magicportrait.pipelines.geometric import source_warnings
+        from magicportrait.pipelines.geometric import source_pose_degrees, source_warnings
         from magicportrait.tracking.selection import frame_ranges
 
         for message in source_warnings(source):
             logger.warning(message)
-        limits = self.config.geometric.rotation_limits
-        aligned, clamped = limit_rotation(motion.aligned, source.head.rotation[0], limits)
+        bounds = self.config.geometric.rotation_bounds(source_pose_degrees(source))
+        aligned, clamped = limit_rotation(motion.aligned, source.head.rotation[0], bounds)
         if clamped.any():
+            ranges = ", ".join(f"{name} {low:g}..{high:g}" for name, low, high in zip(("yaw", "pitch", "roll"),
+                                                                                    *bounds, strict=True))
             logger.warning("The driving head turns further from the portrait's pose than a single photo can show in "
-                           "%d of %d frames (%s); the rotation there is clamped to yaw %g, pitch %g, roll %g degrees "
-                           "(--geometric-max-yaw/-pitch/-roll).", int(clamped.sum()), len(clamped),
-                           frame_ranges(np.flatnonzero(clamped)), *limits)
+                           "%d of %d frames (%s); the rotation there is clamped to %s degrees "
+                           "(--geometric-max-yaw/-pitch/-roll, --geometric-max-hidden-turn).", int(clamped.sum()),
+                           len(clamped), frame_ranges(np.flatnonzero(clamped)), ranges)
         return replace(motion, aligned=aligned)
 
     def _generate(self, source: SourceFace, motion: stages.Motion, driving_path, writer: ResultWriter) -> None:

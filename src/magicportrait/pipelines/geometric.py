@@ -69,6 +69,9 @@ class GeometricConfig:
     max_yaw: float = option(45.0, "Largest head turn left/right away from the portrait's own pose, degrees "
                                   "(a photo shows one side of a head; the driving pose is clamped beyond this).")
     max_pitch: float = option(30.0, "Largest nod up/down away from the portrait's pose, degrees.")
+    max_hidden_turn: float = option(15.0, "For a portrait turned over 30 degrees (a 3/4 view): largest turn back "
+                                          "toward the side it hides, degrees (that side is only guessed from the "
+                                          "skin around it, and smears when shown large).")
     max_roll: float = option(45.0, "Largest tilt in the image plane away from the portrait's pose, degrees.")
     chunk_size: int = option(8, "Frames rendered per batch.")
 
@@ -82,11 +85,25 @@ class GeometricConfig:
         check_range(self, "neck_follow", 0, 1)
         for name in ("max_yaw", "max_pitch", "max_roll"):
             check_range(self, name, 0, 180, low_open=True)
+        check_range(self, "max_hidden_turn", 0, 180)
         check_at_least(self, 1, "chunk_size")
 
     @property
     def rotation_limits(self) -> tuple[float, float, float]:
         return self.max_yaw, self.max_pitch, self.max_roll
+
+    def rotation_bounds(self, source_euler_degrees: np.ndarray) -> np.ndarray:
+        """`(2, 3)` lower and upper (yaw, pitch, roll) turn away from a portrait whose own pose is
+        ``source_euler_degrees``: +-the max_* limits, but for a yaw or pitch beyond ``SOURCE_TURN_WARNING_DEGREES``
+        only ``max_hidden_turn`` back toward the side the portrait hides (its sign is the opposite of the pose's)."""
+        upper = np.array(self.rotation_limits, np.float64)
+        bounds = np.stack([-upper, upper])
+        for axis in (0, 1):
+            angle = float(source_euler_degrees[axis])
+            if abs(angle) > SOURCE_TURN_WARNING_DEGREES:
+                side = 0 if angle > 0 else 1  # turning back toward the camera lowers |angle|
+                bounds[side, axis] = np.sign(bounds[side, axis]) * min(self.max_hidden_turn, upper[axis])
+        return bounds
 
 
 class GeometricGenerator:
@@ -268,11 +285,16 @@ def eyes_closed(source: SourceFace) -> bool:
     return max(eye_openness(source.track.landmarks[0]).values()) < CLOSED_EYE_RATIO
 
 
+def source_pose_degrees(source: SourceFace) -> np.ndarray:
+    """(yaw, pitch, roll) of the portrait's own head, degrees."""
+    return matrix_to_euler_degrees(axis_angle_to_matrix(source.head.rotation[0].astype(np.float64)))
+
+
 def source_warnings(source: SourceFace) -> list[str]:
     """What about the portrait or the head model will limit the result (a strongly turned face, closed eyes, a
     head model without expressions), as messages."""
     messages = []
-    yaw, pitch, _ = matrix_to_euler_degrees(axis_angle_to_matrix(source.head.rotation[0].astype(np.float64)))
+    yaw, pitch, _ = source_pose_degrees(source)
     turn = max(abs(yaw), abs(pitch))
     if turn > SOURCE_TURN_WARNING_DEGREES:
         messages.append(f"The portrait's face is turned {turn:.0f} degrees away from the camera; where the driving "
