@@ -28,10 +28,11 @@ PERSON_LOW, PERSON_HIGH = 0.1, 0.6
 # many neck-band lengths below it; below, the portrait's own neck and collar stay (the band moves them little).
 FILL_UNTIL_NECK = 0.3
 # Margins, as fractions of the image side: the hole grows into the background by FILL_GROW (the hair's soft fringe
-# goes too) and what fills it (the background, the still part of the person) keeps FILL_CLEARANCE away from it.
-FILL_GROW, FILL_CLEARANCE = 0.02, 0.01
+# goes too) and the background that fills it keeps FILL_CLEARANCE away from it and from the person.
+FILL_GROW, FILL_CLEARANCE = 0.012, 0.01
 MIRROR_DEPTH = 0.06  # how deep the background's reflection reaches into the hole, fraction of the side
 HOLE_MIN = 0.02  # pixels of the hole weighing less than this may still serve to fill it
+COVER_MARGIN = 0.006  # the moving layer's alpha reaches this far past the hole (fraction of the side)
 # The segmentation's edge is snapped to the image's edges (hair against the sky) by a guided filter of this radius
 # (fraction of the image side) and regularisation (on [0, 1] intensities), then grown by PERSON_GROW of the side:
 # the mask is computed at 256x256 and tends to miss the hair's fringe.
@@ -45,6 +46,12 @@ class HeadLayers:
 
     alpha: np.ndarray
     still: np.ndarray
+
+    def compose(self, moved: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+        """The frame outside the face: ``moved`` (the portrait remapped by ``map_x, map_y``, e.g.
+        :func:`magicportrait.compositing.rigid_head_maps`) over the still layer, by the alpha moved alike."""
+        alpha = cv2.remap(self.alpha, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.blendLinear(moved, self.still, alpha, 1.0 - alpha)
 
 
 def person_weights(probability: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
@@ -92,8 +99,15 @@ def head_layers(image: np.ndarray, frame: HeadFrame, person: np.ndarray | None =
         grow = max(1, round(FILL_GROW * max(height, width)))
         fringe = cv2.dilate(hole, np.ones((2 * grow + 1,) * 2, np.float32)) * (1.0 - person)
         hole = np.maximum(hole, cv2.GaussianBlur(fringe, (0, 0), 0.5 * grow))
+    # Filled from the background only: the still person beside the head (a hand, a card) reflected into the hole
+    # would grow where the head uncovers it.
     clearance = max(1, round(FILL_CLEARANCE * max(height, width)))
-    unknown = cv2.dilate((hole > HOLE_MIN).astype(np.uint8), np.ones((2 * clearance + 1,) * 2, np.uint8))
+    taken = hole > HOLE_MIN if person is None else np.maximum(hole, person) > HOLE_MIN
+    unknown = cv2.dilate(taken.astype(np.uint8), np.ones((2 * clearance + 1,) * 2, np.uint8))
     fill = mirror_fill(image, unknown == 0, MIRROR_DEPTH * max(height, width))
     still = cv2.blendLinear(fill, image, hole, (1.0 - hole).astype(np.float32))
+    # The moving layer covers the hole fully, its soft edge beyond it: an unmoved head gives the portrait back.
+    margin = max(2, round(COVER_MARGIN * max(height, width)))
+    cover = cv2.dilate((hole > HOLE_MIN).astype(np.float32), np.ones((2 * margin + 1,) * 2, np.float32))
+    alpha = np.maximum(alpha, cv2.GaussianBlur(cover, (0, 0), margin / 3.0) * cover)
     return HeadLayers(alpha, still)

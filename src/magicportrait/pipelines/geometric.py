@@ -189,8 +189,7 @@ class GeometricGenerator:
             backdrop = cv2.remap(self.backdrop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             weight = cv2.GaussianBlur(uncovered, (0, 0), max(self.feather_px / 2, 0.5))
             moved = cv2.blendLinear(backdrop, moved, weight, 1.0 - weight)
-        alpha = cv2.remap(self.layers.alpha, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return cv2.blendLinear(moved, self.layers.still, alpha, 1.0 - alpha)
+        return self.layers.compose(moved, map_x, map_y)
 
 
 def face_region_faces(faces: np.ndarray, vertices: np.ndarray, landmarks: np.ndarray, size: int,
