@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from magicportrait.compositing import HeadFrame, head_layer_alpha, head_layers, rigid_head_maps
+from magicportrait.compositing import HeadFrame, head_layer_alpha, head_layers, rigid_head_maps, similarity_2d
 from magicportrait.compositing.fill import fill_from, mirror_fill
 from magicportrait.errors import InputError
 
@@ -183,3 +183,22 @@ def test_fill_from_keeps_known_pixels_and_fills_a_constant_image_with_its_colour
     noisy[10:30, 15:35] = 0
     filled = fill_from(noisy, known)
     assert np.abs(filled.astype(int) - image.astype(int)).max() <= 1
+
+
+def test_the_outline_lands_on_the_face_mesh_but_the_hair_beyond_the_ring_stays_rigid():
+    points = _face_points()
+    # An opening jaw: points below y = 300 move down, up to 12 px at the chin (y = 385).
+    target = points + np.column_stack([np.zeros(len(points)), 12.0 * np.clip((points[:, 1] - 300) / 85, 0, 1)])
+    frame = HeadFrame.from_points(points)
+    maps = rigid_head_maps(points, target, frame, (SIZE, SIZE), weights=np.where(target[:, 1] > points[:, 1], 0.05,
+                                                                                     1.0))
+
+    def read(p: np.ndarray) -> np.ndarray:
+        xy = (p - 0.5).astype(np.float32)
+        return np.column_stack([cv2.remap(m, xy[:, :1], xy[:, 1:], cv2.INTER_LINEAR)[:, 0] for m in maps]) + 0.5
+
+    assert np.linalg.norm(read(target) - points, axis=1).max() < 1.0  # the outline meets the rendered face
+    hair = np.array([[256.0, 270.0 - 1.5 * 1.5 * 115.0], [256.0 - 1.5 * 90.0, 200.0]])  # beyond the ring
+    a = similarity_2d(points, target, np.where(target[:, 1] > points[:, 1], 0.05, 1.0))
+    expected = np.column_stack([hair, np.ones(2)]) @ np.linalg.inv(np.vstack([a, [0, 0, 1]])).T
+    np.testing.assert_allclose(read(hair), expected[:, :2], atol=0.05)

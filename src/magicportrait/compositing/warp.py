@@ -199,7 +199,7 @@ def rigid_head_maps(source_points: np.ndarray, target_points: np.ndarray, frame:
 
     Exactly the inverse similarity above the chin line beyond the ring around the face (away from the border);
     exactly the identity below the neck band and within ``border_px`` of the border; the landmarks land within a
-    few tenths of a px of their targets. Computed every ``grid_step`` px and upsampled (bilinear
+    px of their targets. Computed every ``grid_step`` px and upsampled (bilinear
     interpolation of an affine field is exact): ~1.5 ms at 512x512 with ~150 points (the residual fit is O(N^2)).
     """
     if len(image_size) != 2:
@@ -224,7 +224,9 @@ def rigid_head_maps(source_points: np.ndarray, target_points: np.ndarray, frame:
     pre_x, pre_y = preimage.real, preimage.imag
     ramp = max(border_px, _BORDER_RAMP * min(height, width))
     # Below the chin both in the head's frame and in the output's: the head rigid, the body still exactly.
-    neck = np.maximum(frame.neck(pre_x, pre_y), frame.neck(grid_x, grid_y))
+    # The band starts at the lower of the source's and the target's chin (an open jaw lowers it).
+    lowered = max(0.0, float(frame.coordinates(target[:, 0], target[:, 1])[1].max()) - frame.chin)
+    neck = np.maximum(frame.neck(pre_x, pre_y), frame.neck(grid_x, grid_y)) - lowered / frame.neck_length
     follow = (1.0 - smoothstep(neck)) * _border_factor(grid_x, width, border_px, ramp)
     follow *= _border_factor(grid_y, height, border_px, ramp)
     border = int(math.ceil(border_px))
