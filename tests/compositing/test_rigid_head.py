@@ -198,7 +198,7 @@ def test_the_outline_lands_on_the_face_mesh_but_the_hair_beyond_the_ring_stays_r
         return np.column_stack([cv2.remap(m, xy[:, :1], xy[:, 1:], cv2.INTER_LINEAR)[:, 0] for m in maps]) + 0.5
 
     assert np.linalg.norm(read(target) - points, axis=1).max() < 1.0  # the outline meets the rendered face
-    hair = np.array([[256.0, 270.0 - 1.5 * 1.5 * 115.0], [256.0 - 1.5 * 90.0, 200.0]])  # beyond the ring
+    hair = np.array([[256.0 + 1.1 * 90.0, 270.0 - 1.1 * 1.5 * 115.0], [256.0 - 1.5 * 90.0, 200.0]])  # past the ring
     a = similarity_2d(points, target, np.where(target[:, 1] > points[:, 1], 0.05, 1.0))
-    expected = np.column_stack([hair, np.ones(2)]) @ np.linalg.inv(np.vstack([a, [0, 0, 1]])).T
-    np.testing.assert_allclose(read(hair), expected[:, :2], atol=0.05)
+    expected = (np.column_stack([hair - 0.5, np.ones(2)]) @ np.linalg.inv(np.vstack([a, [0, 0, 1]])).T)[:, :2] + 0.5
+    np.testing.assert_allclose(read(hair), expected, atol=0.05)
