@@ -1,11 +1,14 @@
 """The two layers the geometric generator composes outside the face, built once per portrait.
 
-* the moving layer: the portrait itself, with the alpha of what moves with the head (hair, ears, hat, the neck
-  down to the end of the neck band; :func:`magicportrait.compositing.warp.head_layer_alpha`);
-* the still layer: the portrait with the moving person's head replaced by the background continued from around it
-  (:func:`magicportrait.compositing.fill.mirror_fill`), so a head that moves away uncovers background, not a
-  stretched or doubled head. The body below the middle of the neck band is kept as it is: the moving layer fades
-  out over the band's end, where the two layers agree.
+* the moving layer: the person (its soft segmentation alpha ``A``, the face always in), warped per frame by
+  :func:`magicportrait.compositing.rigid_head_maps`; it is kept premultiplied against the still layer,
+  ``M = portrait - (1 - A) still``, so that ``M + (1 - A) still`` gives the portrait back exactly whatever the
+  alpha (an unmoved head is the portrait, bit for bit) and a hair's fringe that the alpha misses moves with the
+  head as a faint residual instead of staying behind or carrying the background along;
+* the still layer: the portrait with the part of the person that can move (:func:`head_weight` > 0) replaced by
+  the background continued from around it (:func:`magicportrait.compositing.fill.mirror_fill`), so a head that
+  moves away uncovers background, not a doubled head. The warp is continuous inside the person, so the person
+  itself never uncovers that fill: only the background beside the silhouette's moved edge shows it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import cv2
 import numpy as np
 
 from magicportrait.compositing.fill import mirror_fill
-from magicportrait.compositing.warp import HeadFrame, head_layer_alpha, pixel_centres, smoothstep
+from magicportrait.compositing.warp import HeadFrame, head_weight, smoothstep
 from magicportrait.errors import InputError
 
 __all__ = ["HeadLayers", "guided_filter", "head_layers", "person_weights"]
@@ -24,48 +27,50 @@ __all__ = ["HeadLayers", "guided_filter", "head_layers", "person_weights"]
 # The person mask is a probability; below LOW nothing, above HIGH all (hair tips and a hat's white crown often
 # score ~0.5, and leaving them on the still layer would double them).
 PERSON_LOW, PERSON_HIGH = 0.1, 0.6
-# Where the head can uncover the still layer: the person is filled in above the chin line, fading out over this
-# many neck-band lengths below it; below, the portrait's own neck and collar stay (the band moves them little).
-FILL_UNTIL_NECK = 0.3
-# Margins, as fractions of the image side: the hole grows into the background by FILL_GROW (the hair's soft fringe
-# goes too) and the background that fills it keeps FILL_CLEARANCE away from it and from the person.
-FILL_GROW, FILL_CLEARANCE = 0.012, 0.01
+# Margins, as fractions of the image side: the filled part of the still layer reaches FILL_GROW into the background
+# beside the moving person (the hair's fringe, which the alpha misses, goes with the head) and the background that
+# fills it keeps FILL_CLEARANCE away from it and from the person.
+FILL_GROW, FILL_CLEARANCE = 0.01, 0.01
 MIRROR_DEPTH = 0.06  # how deep the background's reflection reaches into the hole, fraction of the side
-HOLE_MIN = 0.02  # pixels of the hole weighing less than this may still serve to fill it
-COVER_MARGIN = 0.006  # the moving layer's alpha reaches this far past the hole (fraction of the side)
+HOLE_MIN = 0.02  # weights below this count as nothing
 # The segmentation's edge is snapped to the image's edges (hair against the sky) by a guided filter of this radius
-# (fraction of the image side) and regularisation (on [0, 1] intensities), then grown by PERSON_GROW of the side:
-# the mask is computed at 256x256 and tends to miss the hair's fringe.
-GUIDE_RADIUS, GUIDE_EPS, PERSON_GROW = 0.015, 1e-3, 0.006
+# (fraction of the image side) and regularisation (on [0, 1] intensities).
+GUIDE_RADIUS, GUIDE_EPS = 0.015, 1e-3
 
 
 @dataclass(frozen=True)
 class HeadLayers:
-    """``alpha`` float32 ``(H, W)``: what moves with the head; ``still`` uint8 ``(H, W, 3)``: what shows where
-    nothing moving covers."""
+    """``moving`` float32 ``(H, W, 3)``: the premultiplied moving layer (see the module docstring); ``alpha``
+    float32 ``(H, W)``: its alpha; ``still`` float32 ``(H, W, 3)``: what shows where nothing moving covers."""
 
+    moving: np.ndarray
     alpha: np.ndarray
     still: np.ndarray
 
+    def move(self, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+        """The moving layer remapped by ``map_x, map_y`` (e.g. :func:`magicportrait.compositing.rigid_head_maps`)."""
+        return cv2.remap(self.moving, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
     def compose(self, moved: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
-        """The frame outside the face: ``moved`` (the portrait remapped by ``map_x, map_y``, e.g.
-        :func:`magicportrait.compositing.rigid_head_maps`) over the still layer, by the alpha moved alike."""
+        """uint8 ``(H, W, 3)``: ``moved`` (:meth:`move`'s result, possibly edited) over the still layer, by the
+        alpha moved alike."""
         alpha = cv2.remap(self.alpha, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return cv2.blendLinear(moved, self.still, alpha, 1.0 - alpha)
+        out = moved + self.still
+        out -= alpha[..., None] * self.still
+        out += 0.5
+        return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
 def person_weights(probability: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
     """A segmentation probability mapped to a layer weight (see ``PERSON_LOW``/``PERSON_HIGH``); with the uint8
-    RGB ``image`` it was computed from, its edges snapped to the image's and grown a little."""
+    RGB ``image`` it was computed from, its edges snapped to the image's."""
     weight = smoothstep((np.asarray(probability, np.float32) - PERSON_LOW) / (PERSON_HIGH - PERSON_LOW))
     weight = weight.astype(np.float32)
     if image is None:
         return weight
     side = max(weight.shape)
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    weight = np.clip(guided_filter(grey, weight, max(1, round(GUIDE_RADIUS * side)), GUIDE_EPS), 0.0, 1.0)
-    grow = max(1, round(PERSON_GROW * side))
-    return cv2.dilate(weight, np.ones((2 * grow + 1,) * 2, np.float32))
+    return np.clip(guided_filter(grey, weight, max(1, round(GUIDE_RADIUS * side)), GUIDE_EPS), 0.0, 1.0)
 
 
 def guided_filter(guide: np.ndarray, values: np.ndarray, radius: int, eps: float) -> np.ndarray:
@@ -82,32 +87,34 @@ def guided_filter(guide: np.ndarray, values: np.ndarray, radius: int, eps: float
     return mean(slope) * guide + mean(offset)
 
 
-def head_layers(image: np.ndarray, frame: HeadFrame, person: np.ndarray | None = None, *, inner: float = 1.7,
-                outer: float = 2.0, face: np.ndarray | None = None) -> HeadLayers:
-    """The moving layer's alpha and the still layer of ``image`` (uint8 ``(H, W, 3)``) for the head at ``frame``;
-    ``person`` (float ``(H, W)`` in [0, 1], see :func:`person_weights`): None moves the whole head ellipse.
-    ``face`` (bool ``(H, W)``): the face itself, which always moves (and so is never left on the still layer)."""
+def head_layers(image: np.ndarray, frame: HeadFrame, person: np.ndarray | None = None, *,
+                face: np.ndarray | None = None) -> HeadLayers:
+    """The moving and still layers of ``image`` (uint8 ``(H, W, 3)``) for the head at ``frame``; ``person``
+    (float ``(H, W)`` in [0, 1], see :func:`person_weights`): None moves everything near the head (a rubber-band
+    warp of the whole picture). ``face`` (bool ``(H, W)``): the face itself, which always moves."""
     if image.ndim != 3 or image.dtype != np.uint8:
         raise InputError(f"head_layers needs a uint8 (H, W, 3) image, got {image.dtype} {image.shape}.")
     height, width = image.shape[:2]
-    alpha = head_layer_alpha(frame, (height, width), person, inner=inner, outer=outer)
+    portrait = image.astype(np.float32)
+    if person is None:
+        return HeadLayers(portrait, np.ones((height, width), np.float32), portrait.copy())
+    if person.shape != (height, width):
+        raise InputError(f"the person mask is {person.shape}, the image {(height, width)}.")
+    alpha = np.clip(person, 0.0, 1.0).astype(np.float32)
     if face is not None:
         alpha = np.maximum(alpha, face.astype(np.float32))
-    x, y = pixel_centres(height, width)
-    hole = alpha * (1.0 - smoothstep(frame.neck(x, y) / FILL_UNTIL_NECK)).astype(np.float32)
-    if person is not None:  # grown into the background only (the hair's fringe), not into the still person
-        grow = max(1, round(FILL_GROW * max(height, width)))
-        fringe = cv2.dilate(hole, np.ones((2 * grow + 1,) * 2, np.float32)) * (1.0 - person)
-        hole = np.maximum(hole, cv2.GaussianBlur(fringe, (0, 0), 0.5 * grow))
+    side = max(height, width)
+    # The hole: the person where it can move, grown over the fringe into the background.
+    taken = (alpha > HOLE_MIN) & (head_weight(frame, (height, width)) > HOLE_MIN)
+    grow = max(1, round(FILL_GROW * side))
+    hole = cv2.dilate(taken.astype(np.float32), np.ones((2 * grow + 1,) * 2, np.float32))
+    hole = np.maximum(cv2.GaussianBlur(hole, (0, 0), grow / 2.0), taken.astype(np.float32))
     # Filled from the background only: the still person beside the head (a hand, a card) reflected into the hole
     # would grow where the head uncovers it.
-    clearance = max(1, round(FILL_CLEARANCE * max(height, width)))
-    taken = hole > HOLE_MIN if person is None else np.maximum(hole, person) > HOLE_MIN
-    unknown = cv2.dilate(taken.astype(np.uint8), np.ones((2 * clearance + 1,) * 2, np.uint8))
-    fill = mirror_fill(image, unknown == 0, MIRROR_DEPTH * max(height, width))
-    still = cv2.blendLinear(fill, image, hole, (1.0 - hole).astype(np.float32))
-    # The moving layer covers the hole fully, its soft edge beyond it: an unmoved head gives the portrait back.
-    margin = max(2, round(COVER_MARGIN * max(height, width)))
-    cover = cv2.dilate((hole > HOLE_MIN).astype(np.float32), np.ones((2 * margin + 1,) * 2, np.float32))
-    alpha = np.maximum(alpha, cv2.GaussianBlur(cover, (0, 0), margin / 3.0) * cover)
-    return HeadLayers(alpha, still)
+    clearance = max(1, round(FILL_CLEARANCE * side))
+    busy = ((hole > HOLE_MIN) | (alpha > HOLE_MIN)).astype(np.uint8)
+    unknown = cv2.dilate(busy, np.ones((2 * clearance + 1,) * 2, np.uint8))
+    fill = mirror_fill(image, unknown == 0, MIRROR_DEPTH * side).astype(np.float32)
+    still = portrait + hole[..., None] * (fill - portrait)
+    moving = portrait - (1.0 - alpha)[..., None] * still
+    return HeadLayers(moving, alpha, still)

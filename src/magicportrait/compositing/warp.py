@@ -7,27 +7,25 @@ the maps returned are for ``cv2.remap``, whose integer map values are pixel cent
 Geometry, fixed once per portrait by :class:`HeadFrame`: the face's centre, its "down" axis (forehead to chin)
 and half-sizes across and along it, and the chin line (perpendicular to "down" through the lowest face point).
 
-* :func:`head_layer_alpha` is the soft mask, in the source, of what moves: the person (a segmentation mask, or the
-  whole area when there is none) within an ellipse of ``inner``..``outer`` face half-sizes that narrows to the
-  neck's width below the cheeks, down to the end of the neck band. Everything else is the still layer.
-* :func:`rigid_head_maps` moves the source by the head's similarity ``S`` above the chin line and by nothing below
-  the neck band, ``q(p) = p + m(p) (S^-1(p) - p)`` with ``m = 1 - smoothstep(t)``, ``t`` the distance below the chin
-  line in neck-band lengths, the larger of its values at ``S^-1(p)`` (the head's own chin line) and at ``p`` (so
-  below the band's end in the output nothing moves, however the head turns). Only the neck bends, over the band,
-  and a thin ring around the face, where a smooth field of the landmarks' residuals from the similarity makes
-  the outline land where the face mesh puts it (a turned cheek, an open jaw); beyond the ring, above the chin
-  line, the map is exactly the inverse similarity, so straight lines on the head stay straight.
-  ``m`` also falls to 0 at the crop border, so a head that reaches it stays continuous with the full frame.
+* :func:`head_follow` is how much of the head's motion each point takes: 1 on the head (within ``inner`` face
+  half-sizes, the hair above reaching higher), smoothly 0 beyond ``outer``, beside the neck past the neck's
+  width and below the neck band (body, shoulders, clothes, hands far from the head).
+* :func:`rigid_head_maps` moves the source by ``q(p) = p + w(p) (S^-1(p) - p)``, ``S`` the head's similarity and
+  ``w`` that weight: a continuous field, so the person never tears; the hair and neck bend gently over the soft
+  bands. A thin ring around the face takes a smooth field of the landmarks' residuals from the similarity, so
+  the outline lands where the face mesh puts it (a turned cheek, an open jaw); beyond it, on the head, the map
+  is exactly the inverse similarity, so straight lines on the head stay straight. ``w`` also falls to 0 at the
+  crop border, so a head that reaches it stays continuous with the full frame.
 
-The composite is ``still + A (moved - still)`` with ``A`` the alpha carried by the same maps (see
-``GeometricGenerator._background``); where the head moves away, the still layer shows the background filled in
-from its neighbours (:mod:`magicportrait.compositing.fill`).
+Only the person moves: :mod:`magicportrait.compositing.head_layers` composes the warped person (premultiplied by
+its soft alpha) over a still background layer, in which what the head can uncover is filled in from the
+background around it (:mod:`magicportrait.compositing.fill`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import cv2
@@ -35,19 +33,17 @@ import numpy as np
 
 from magicportrait.errors import InputError
 
-__all__ = ["HeadFrame", "head_layer_alpha", "rigid_head_maps", "similarity_2d"]
+__all__ = ["HeadFrame", "head_follow", "head_weight", "rigid_head_maps", "similarity_2d"]
 
 # Width of the ramp from 0 (within border_px of the border) to 1, as a fraction of the image's shorter side.
 _BORDER_RAMP = 0.1
-# The moving layer's alpha reaches this far past the neck band's end (where the motion is already 0), so its edge
-# there blends two identical images.
-_ALPHA_PAST_BAND = 0.25
-# Below the face's centre the moving head narrows to the neck: its half-width (in face half-widths) goes from the
-# full ellipse at the centre to NECK_WIDTH at TAPER_END face half-heights down (the chin is at 1), so the
-# shoulders and a collar beside the jaw stay on the still body while the ears and the hair beside the cheeks move.
-NECK_WIDTH = 0.7
-TAPER_END = 0.9
-NECK_SOFT = 0.1  # the width of the narrowed part's soft edge, in face half-widths
+# Below the cheeks the moving part narrows to the neck: its half-width (in face half-widths) goes from the head's
+# ``inner`` reach at TAPER_START face half-heights below the centre (the chin is at 1) to NECK_WIDTH at the neck
+# band's end, with a soft edge NECK_SOFT wide, so the shoulders and a collar beside the jaw stay on the still body
+# while the ears and the hair beside the cheeks move (long hair bends over that soft edge).
+NECK_WIDTH = 0.75
+TAPER_START = 0.4
+NECK_SOFT = 0.5
 # The landmarks' residual from the similarity (a turn moves the cheek's outline, an open jaw the chin) bends only a
 # thin ring around the face, so the hair and ears beside the face's outline meet it: full within RING_INNER face
 # half-sizes, none beyond RING_OUTER. Residual interpolation: widest Gaussian as a fraction of the face size.
@@ -115,29 +111,35 @@ def smoothstep(t: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class HeadFrame:
     """The source face's place: ``centre``, unit ``down`` axis, ``half_size`` (across, along down) in px and the
-    chin line at ``chin`` px along ``down`` from the centre; ``neck_length`` is the neck band's length in px."""
+    chin line at ``chin`` px along ``down`` from the centre; ``neck_length`` is the neck band's length in px; the
+    head moves fully within ``inner`` face half-sizes of the centre, not at all beyond ``outer``."""
 
     centre: np.ndarray
     down: np.ndarray
     half_size: np.ndarray
     chin: float
     neck_length: float
+    inner: float = 1.5
+    outer: float = 2.1
 
     @classmethod
-    def from_points(cls, points: np.ndarray, *, down: np.ndarray | None = None, neck_length: float = 0.5
-                    ) -> HeadFrame:
+    def from_points(cls, points: np.ndarray, *, down: np.ndarray | None = None, neck_length: float = 0.5,
+                    inner: float = 1.5, outer: float = 2.1) -> HeadFrame:
         """From the face landmarks (its outline included); ``down`` defaults to the image's +y; ``neck_length``
         in face half-heights."""
         points = _as_points(points, "points")
         axis = np.array([0.0, 1.0]) if down is None else np.asarray(down, dtype=np.float64)[:2]
         if not np.all(np.isfinite(axis)) or np.linalg.norm(axis) < 1e-9 or not neck_length > 0:
             raise InputError(f"HeadFrame needs a non-zero down axis and neck_length > 0; got {down}, {neck_length}.")
+        if not 0 < inner < outer:
+            raise InputError(f"HeadFrame needs 0 < inner < outer; got inner={inner}, outer={outer}.")
         axis = axis / np.linalg.norm(axis)
         across, along = _axes(points, axis)
         centre_u, centre_v = 0.5 * (across.max() + across.min()), 0.5 * (along.max() + along.min())
         centre = centre_u * np.array([-axis[1], axis[0]]) + centre_v * axis
         half_size = np.maximum(0.5 * np.array([np.ptp(across), np.ptp(along)]), 1e-6)
-        return cls(centre, axis, half_size, float(along.max() - centre_v), float(neck_length * half_size[1]))
+        return cls(centre, axis, half_size, float(along.max() - centre_v), float(neck_length * half_size[1]),
+                   float(inner), float(outer))
 
     def coordinates(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Offsets from the centre across and along ``down``, in px."""
@@ -165,42 +167,44 @@ def pixel_centres(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return grid_x.astype(np.float64) + 0.5, grid_y.astype(np.float64) + 0.5
 
 
-def head_layer_alpha(frame: HeadFrame, image_size: tuple[int, int], person: np.ndarray | None = None, *,
-                     inner: float = 1.7, outer: float = 2.0) -> np.ndarray:
-    """float32 ``(H, W)`` in [0, 1]: what moves with the head, in the source (see the module docstring).
+def head_follow(frame: HeadFrame, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How much of the head's motion a point takes, as two factors in [0, 1]: ``(head, body)``.
 
-    ``person`` (float ``(H, W)`` in [0, 1], e.g. a selfie segmentation) limits it to the person: hair and ears
-    move, the background behind them does not. Without it the whole ellipse moves.
+    ``head``: 1 within ``frame.inner`` face half-sizes of the centre (hair, ears, hat), a smoothstep to 0 at
+    ``frame.outer``: the hair beyond bends gently instead of tearing. ``body``: 1 above the chin line, a smoothstep
+    to 0 over the neck band, and below the cheeks the moving part narrows to the neck (``NECK_WIDTH`` face
+    half-widths, soft over ``NECK_SOFT``), so the shoulders and a collar beside the jaw stay still.
     """
-    height, width = (int(v) for v in image_size)
-    if not 0 < inner < outer:
-        raise InputError(f"head_layer_alpha needs 0 < inner < outer; got inner={inner}, outer={outer}.")
-    x, y = pixel_centres(height, width)
-    soft = outer - inner
-    alpha = 1.0 - smoothstep((frame.radius(x, y) - inner) / soft)
     across, along = frame.coordinates(x, y)
-    half_width = inner - (inner - NECK_WIDTH) * smoothstep(along / (TAPER_END * frame.half_size[1]))
-    lateral_soft = soft + (NECK_SOFT - soft) * smoothstep(along / (TAPER_END * frame.half_size[1]))
-    alpha *= 1.0 - smoothstep((np.abs(across) / frame.half_size[0] - half_width) / lateral_soft)
-    alpha *= 1.0 - smoothstep((frame.neck(x, y) - 1.0) / _ALPHA_PAST_BAND)
-    if person is not None:
-        if person.shape != (height, width):
-            raise InputError(f"the person mask is {person.shape}, the image {(height, width)}.")
-        alpha *= np.clip(person, 0.0, 1.0)
-    return alpha.astype(np.float32)
+    head = 1.0 - smoothstep((frame.radius(x, y) - frame.inner) / (frame.outer - frame.inner))
+    taper = smoothstep((along - TAPER_START * frame.half_size[1]) / ((frame.chin - TAPER_START * frame.half_size[1])
+                                                                      + frame.neck_length))
+    half_width = frame.inner + (NECK_WIDTH - frame.inner) * taper
+    body = 1.0 - smoothstep((np.abs(across) / frame.half_size[0] - half_width) / NECK_SOFT)
+    body *= 1.0 - smoothstep(frame.neck(x, y))
+    return head, body
+
+
+def head_weight(frame: HeadFrame, image_size: tuple[int, int]) -> np.ndarray:
+    """float32 ``(H, W)``: :func:`head_follow` at rest, in the source: what can move (1) and what never does (0)."""
+    x, y = pixel_centres(*(int(v) for v in image_size))
+    head, body = head_follow(frame, x, y)
+    return (head * body).astype(np.float32)
 
 
 def rigid_head_maps(source_points: np.ndarray, target_points: np.ndarray, frame: HeadFrame,
                     image_size: tuple[int, int], *, weights: np.ndarray | None = None, border_px: float = 8,
                     grid_step: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Backward maps ``(map_x, map_y)`` (float32 ``(H, W)``) for ``cv2.remap(source, map_x, map_y, INTER_LINEAR)``
-    that move the head by the weighted similarity of the landmarks ``source -> target`` and hold the body still
-    (``frame``: the source's :class:`HeadFrame`; see the module docstring).
+    that move the head by the weighted similarity ``S`` of the landmarks ``source -> target`` and hold the body
+    still (``frame``: the source's :class:`HeadFrame`; see the module docstring): ``q(p) = p + w (S^-1(p) - p)``,
+    ``w`` = :func:`head_follow`'s head factor at ``S^-1(p)`` (the head's own frame) times its body factor at both
+    ``S^-1(p)`` and ``p`` (so the body stays exactly still, however the head moves). The field is continuous: no
+    tear anywhere, only a gentle bend over the soft bands.
 
-    Exactly the inverse similarity above the chin line beyond the ring around the face (away from the border);
-    exactly the identity below the neck band and within ``border_px`` of the border; the landmarks land within a
-    px of their targets. Computed every ``grid_step`` px and upsampled (bilinear
-    interpolation of an affine field is exact): ~1.5 ms at 512x512 with ~150 points (the residual fit is O(N^2)).
+    Exactly the inverse similarity on the head beyond the ring around the face (away from the border); exactly
+    the identity on the body and within ``border_px`` of the border; the landmarks land within a px of their
+    targets. Computed every ``grid_step`` px and upsampled: ~1.5 ms at 512x512 with ~150 points.
     """
     if len(image_size) != 2:
         raise InputError(f"image_size must be (height, width), got {image_size!r}.")
@@ -223,12 +227,12 @@ def rigid_head_maps(source_points: np.ndarray, target_points: np.ndarray, frame:
     preimage = ((grid_x + 1j * grid_y) - b) / a
     pre_x, pre_y = preimage.real, preimage.imag
     ramp = max(border_px, _BORDER_RAMP * min(height, width))
-    # Below the chin both in the head's frame and in the output's: the head rigid, the body still exactly.
-    # The band starts at the lower of the source's and the target's chin (an open jaw lowers it).
+    # The neck band starts at the lower of the source's and the target's chin (an open jaw lowers it).
     lowered = max(0.0, float(frame.coordinates(target[:, 0], target[:, 1])[1].max()) - frame.chin)
-    neck = np.maximum(frame.neck(pre_x, pre_y), frame.neck(grid_x, grid_y)) - lowered / frame.neck_length
-    follow = (1.0 - smoothstep(neck)) * _border_factor(grid_x, width, border_px, ramp)
-    follow *= _border_factor(grid_y, height, border_px, ramp)
+    low = replace(frame, chin=frame.chin + lowered)
+    head, body_pre = head_follow(low, pre_x, pre_y)
+    follow = head * np.minimum(body_pre, head_follow(low, grid_x, grid_y)[1])
+    follow *= _border_factor(grid_x, width, border_px, ramp) * _border_factor(grid_y, height, border_px, ramp)
     border = int(math.ceil(border_px))
     identity_x, identity_y = _identity_grid(height, width)
     ring = (1.0 - smoothstep((frame.radius(pre_x, pre_y) - RING_INNER) / (RING_OUTER - RING_INNER)))

@@ -61,10 +61,10 @@ class GeometricConfig:
                                                     "multi-band (laplacian) or a plain feathered alpha.")
     feather: float = option(0.012, "Width of the face's soft edge, as a fraction of the crop side.")
     colour_match: bool = option(True, "Match the face's colour to its surroundings at its edge.")
-    warp_inner: float = option(1.7, "The head that moves with the face (hair, ears, hat) reaches this many face "
-                                    "half-sizes from the face's centre; the rest of the person and the background "
-                                    "stay still.")
-    warp_outer: float = option(2.0, "The moving head's soft edge ends this many face half-sizes from the centre.")
+    warp_inner: float = option(1.5, "The head that moves rigidly with the face (hair, ears, hat) reaches this many "
+                                    "face half-sizes from the face's centre; the background stays still.")
+    warp_outer: float = option(2.1, "Beyond this many face half-sizes from the face's centre the person stays still "
+                                    "(the hair between bends gently).")
     neck_length: float = option(0.5, "Below the chin, the neck bends from following the head to the still body over "
                                      "this many face half-heights.")
     segment: bool = option(True, "Find the person in the portrait (selfie segmentation) so the background behind "
@@ -163,7 +163,8 @@ class GeometricGenerator:
 
         config = self.config
         # The body's axis is the image's vertical (a tilted head sits on an upright body), not the face's.
-        frame = HeadFrame.from_points(self.source_points, neck_length=config.neck_length)
+        frame = HeadFrame.from_points(self.source_points, neck_length=config.neck_length, inner=config.warp_inner,
+                                      outer=config.warp_outer)
         person = None
         if config.segment:
             from magicportrait.tracking.segmentation import person_mask
@@ -173,7 +174,7 @@ class GeometricGenerator:
                 logger.info("The person segmentation misses the face; the whole head area moves with the head.")
                 person = None
         self.head_frame = frame
-        return head_layers(crop, frame, person, inner=config.warp_inner, outer=config.warp_outer, face=face_mask)
+        return head_layers(crop, frame, person, face=face_mask)
 
     def _background(self, mask: np.ndarray, points: np.ndarray) -> np.ndarray:
         """The head moved rigidly over the still layer; where the source's face moved to but the new face does not
@@ -182,13 +183,13 @@ class GeometricGenerator:
 
         map_x, map_y = rigid_head_maps(self.source_points, points, self.head_frame, mask.shape,
                                        weights=self.point_weights)
-        moved = cv2.remap(self.source_crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        moved = self.layers.move(map_x, map_y)
         old_face = cv2.remap(self.source_face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         uncovered = old_face * (1.0 - cv2.dilate(mask.astype(np.float32), self.cover_kernel))
         if uncovered.any():
             backdrop = cv2.remap(self.backdrop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            weight = cv2.GaussianBlur(uncovered, (0, 0), max(self.feather_px / 2, 0.5))
-            moved = cv2.blendLinear(backdrop, moved, weight, 1.0 - weight)
+            weight = cv2.GaussianBlur(uncovered, (0, 0), max(self.feather_px / 2, 0.5))[..., None]
+            moved += weight * (backdrop - moved)  # the face moves with alpha 1: the premultiplied layer is its colour
         return self.layers.compose(moved, map_x, map_y)
 
 
