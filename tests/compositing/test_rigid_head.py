@@ -123,23 +123,61 @@ def test_the_hair_follows_the_head_rigidly():
 
 def test_what_the_head_uncovers_is_background_not_a_second_head():
     image, result, parts, _, _, layers = _animate(0.0, shift=(30.0, 0.0))  # the head moves 30 px right
-    # Just left of the head's old edge (x ~ 116-146, mid-height) is now background: the grey or its grid lines.
-    strip = result[240:280, 122:140].reshape(-1, 3).astype(int)
+    # Just left of the head's old edge (x ~ 116, mid-height, in the soft band: it moves ~23 px) is now background:
+    # the grey or its grid lines.
+    strip = result[240:280, 122:136].reshape(-1, 3).astype(int)
     head_colour = np.array([150, 110, 70])
     assert np.abs(strip - head_colour).sum(1).min() > 60
     assert np.median(strip[:, 0]) > 150  # mostly the background's grey (200), the grid lines dark
 
 
-def test_head_layer_alpha_moves_the_hair_and_ears_but_not_the_shoulders_or_the_background():
-    frame = HeadFrame.from_points(_face_points())
-    person = np.ones((SIZE, SIZE), np.float32)
-    alpha = head_layer_alpha(frame, (SIZE, SIZE), person)
-    assert alpha[262 - 135, 256] == pytest.approx(1.0)  # hair above the forehead (1.17 half-heights up)
-    assert alpha[270, 256 + 130] == pytest.approx(1.0)  # an ear beside the face (1.44 half-widths)
-    assert alpha[380, 256 + 130] == 0.0  # a shoulder beside the chin
-    assert alpha[420, 256] == pytest.approx(1.0) and alpha[470, 256] == 0.0  # the neck band, then the body
-    person[:, :128] = 0.0
-    assert head_layer_alpha(frame, (SIZE, SIZE), person)[270, 100] == 0.0  # background behind the hair
+def test_head_weight_moves_the_hair_and_ears_but_not_the_shoulders_or_the_body():
+    weight = head_weight(HeadFrame.from_points(_face_points()), (SIZE, SIZE))
+    assert weight[262 - 135, 256] == pytest.approx(1.0)  # hair above the forehead (1.17 half-heights up)
+    assert weight[270, 256 + 130] == pytest.approx(1.0)  # an ear beside the face (1.44 half-widths)
+    assert weight[270, 256 + 200] == 0.0  # beyond the head's reach (2.1 half-widths)
+    assert weight[380, 256 + 190] == 0.0  # a shoulder beside the chin
+    assert weight[350, 256 + 130] > 0.5  # hair beside the jaw
+    assert weight[400, 256] > 0.5 and weight[450, 256] == 0.0  # the neck band, then the body
+    assert np.abs(np.diff(weight, axis=0)).max() < 0.06 and np.abs(np.diff(weight, axis=1)).max() < 0.06  # smooth
+
+
+def test_long_hair_below_the_head_bends_without_a_tear_or_a_hole():
+    """Hair hanging from the head past the chin to the shoulders: the head rolls, the hair below follows it
+    partly, and nowhere inside the moved person does the background show through; the warp is continuous."""
+    image, person, parts = _scene()
+    ys, xs = np.mgrid[:SIZE, :SIZE] + 0.5
+    hair = (np.abs(np.abs(xs - 256) - 105) < 35) & (ys > 262) & (ys < 480)  # two locks beside the neck
+    image[hair] = (150, 110, 70)
+    person = np.maximum(person, hair.astype(np.float32))
+    points = _face_points()
+    frame = HeadFrame.from_points(points)
+    layers = head_layers(image, frame, person)
+    for degrees in (15.0, -15.0):
+        target, _ = _rolled(points, degrees)
+        map_x, map_y = rigid_head_maps(points, target, frame, (SIZE, SIZE))
+        result = layers.compose(layers.move(map_x, map_y), map_x, map_y).astype(int)
+        inside = cv2.remap(person, map_x, map_y, cv2.INTER_LINEAR) > 0.99
+        inside &= ys < NECK_END  # above the body (its stripes are grey too)
+        grey = np.abs(result[..., 0] - result[..., 1]) + np.abs(result[..., 1] - result[..., 2]) < 20
+        assert inside.sum() > 50000 and not (grey & inside).any()
+        # Continuous: the displacement's gradient is bounded (a tear would make it ~ the motion itself, ~30 px/px)
+        # and the map never folds.
+        grid_y, grid_x = np.mgrid[:SIZE, :SIZE].astype(np.float32)
+        gxx, gxy = np.gradient(map_x - grid_x, axis=(1, 0))
+        gyx, gyy = np.gradient(map_y - grid_y, axis=(1, 0))
+        core = cv2.erode(person, np.ones((5, 5), np.float32)) > 0.5
+        assert np.abs(np.stack([gxx, gxy, gyx, gyy]))[:, core].max() < 2.0
+        assert ((1 + gxx) * (1 + gyy) - gxy * gyx)[core].min() > 0.2
+
+
+def test_an_unmoved_head_gives_the_portrait_back_exactly():
+    image, person, _ = _scene()
+    points = _face_points()
+    frame = HeadFrame.from_points(points)
+    layers = head_layers(image, frame, cv2.GaussianBlur(person, (0, 0), 3.0))  # a soft edge everywhere
+    maps = rigid_head_maps(points, points, frame, (SIZE, SIZE))
+    np.testing.assert_array_equal(layers.compose(layers.move(*maps), *maps), image)
 
 
 def test_head_frame_from_points_measures_the_face():

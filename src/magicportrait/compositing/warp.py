@@ -37,13 +37,15 @@ __all__ = ["HeadFrame", "head_follow", "head_weight", "rigid_head_maps", "simila
 
 # Width of the ramp from 0 (within border_px of the border) to 1, as a fraction of the image's shorter side.
 _BORDER_RAMP = 0.1
-# Below the cheeks the moving part narrows to the neck: its half-width (in face half-widths) goes from the head's
-# ``inner`` reach at TAPER_START face half-heights below the centre (the chin is at 1) to NECK_WIDTH at the neck
-# band's end, with a soft edge NECK_SOFT wide, so the shoulders and a collar beside the jaw stay on the still body
-# while the ears and the hair beside the cheeks move (long hair bends over that soft edge).
-NECK_WIDTH = 0.75
-TAPER_START = 0.4
+# Below the face's centre the moving part narrows to the neck: its half-width (in face half-widths) goes from the
+# head's ``outer`` reach at TAPER_START face half-heights below the centre to NECK_WIDTH at TAPER_PAST_CHIN neck
+# bands below the chin line, with a soft edge NECK_SOFT wide, so the shoulders and a collar beside the jaw stay on
+# the still body while the ears and the hair beside the cheeks move. The taper is long: hair beside the face moves
+# along it when the head rolls, and a short one would fold the hair (the map's Jacobian stays above ~0.3 at 15°).
+NECK_WIDTH = 0.7
+TAPER_START = 0.0
 NECK_SOFT = 0.5
+TAPER_PAST_CHIN = 1.0
 # The landmarks' residual from the similarity (a turn moves the cheek's outline, an open jaw the chin) bends only a
 # thin ring around the face, so the hair and ears beside the face's outline meet it: full within RING_INNER face
 # half-sizes, none beyond RING_OUTER. Residual interpolation: widest Gaussian as a fraction of the face size.
@@ -177,9 +179,9 @@ def head_follow(frame: HeadFrame, x: np.ndarray, y: np.ndarray) -> tuple[np.ndar
     """
     across, along = frame.coordinates(x, y)
     head = 1.0 - smoothstep((frame.radius(x, y) - frame.inner) / (frame.outer - frame.inner))
-    taper = smoothstep((along - TAPER_START * frame.half_size[1]) / ((frame.chin - TAPER_START * frame.half_size[1])
-                                                                      + frame.neck_length))
-    half_width = frame.inner + (NECK_WIDTH - frame.inner) * taper
+    start = TAPER_START * frame.half_size[1]
+    taper = smoothstep((along - start) / max(frame.chin + TAPER_PAST_CHIN * frame.neck_length - start, 1e-6))
+    half_width = NECK_WIDTH + (1.0 - taper) * (frame.outer - NECK_WIDTH)  # beside the cheeks: the head's reach
     body = 1.0 - smoothstep((np.abs(across) / frame.half_size[0] - half_width) / NECK_SOFT)
     body *= 1.0 - smoothstep(frame.neck(x, y))
     return head, body
