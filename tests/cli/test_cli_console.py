@@ -46,7 +46,7 @@ def _error_lines(text: str) -> list[str]:
 
 @pytest.mark.parametrize(("argv", "flag"), [
     (["guide", "--example", "--smoothing", "2"], "--smoothing"),
-    (["animate", "--example", "--geometric-neck-follow", "2"], "--geometric-neck-follow"),
+    (["animate", "--example", "--geometric-neck-length", "5"], "--geometric-neck-length"),
     (["demo", "--flame-fov-degrees", "0"], "--flame-fov-degrees"),
     (["animate", "--example", "--max-frames", "2", "--reference-frame", "2"], "--reference-frame"),
 ])

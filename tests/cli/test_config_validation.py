@@ -48,7 +48,7 @@ def test_input_error_is_what_the_cli_prints():
     (lambda: FlameFitConfig(chunk_size=0), "--flame-chunk-size must be at least 1, got 0."),
     (lambda: AppearanceConfig(saturation=0.0), "--appearance-saturation must be in (0, 1], got 0."),
     (lambda: AppearanceConfig(frontal_threshold=1.0), "--appearance-frontal-threshold must be in [0, 1), got 1."),
-    (lambda: GeometricConfig(neck_follow=2.0), "--geometric-neck-follow must be between 0 and 1, got 2."),
+    (lambda: GeometricConfig(neck_length=5.0), "--geometric-neck-length must be between 0.05 and 3, got 5."),
     (lambda: GeometricConfig(warp_inner=3.0, warp_outer=2.0),
      "--geometric-warp-inner (3) must be below --geometric-warp-outer (2)."),
     (lambda: GenerationConfig(steps=0), "--steps must be between 1 and 1000, got 0."),
@@ -84,7 +84,7 @@ def test_defaults_are_valid_and_bounds_inclusive():
     for config_class in CLI_CONFIGS:
         config_class()
     assert AlignmentConfig(smoothing=1.0).smoothing == 1.0  # both ends of a closed range pass
-    assert GeometricConfig(feather=0.2, neck_follow=0.0).feather == 0.2
+    assert GeometricConfig(feather=0.2, neck_length=0.05).feather == 0.2
 
 
 def _nested_prefixes(config_class: type, prefix: str = ""):

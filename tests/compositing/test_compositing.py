@@ -1,4 +1,5 @@
-"""Tests of magicportrait.compositing (blending, colour matching, head-motion warp, paste-back) on known values."""
+"""Tests of magicportrait.compositing (blending, colour matching, similarity, paste-back) on known values; the head
+motion is in test_rigid_head.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import pytest
 from magicportrait.compositing import (
     PasteBack,
     feather_mask,
-    head_motion_maps,
     laplacian_blend,
     match_colour,
     similarity_2d,
@@ -214,78 +214,6 @@ def test_similarity_2d_uses_the_weights_and_never_reflects():
     np.testing.assert_allclose(similarity_2d(points, target, weights), expected, atol=1e-6)
     mirrored = points * [-1.0, 1.0]
     assert np.linalg.det(similarity_2d(points, mirrored)[:, :2]) > 0
-
-
-# --------------------------------------------------------------------------------------- head_motion_maps
-
-
-def test_head_motion_maps_identity_for_unmoved_points():
-    points = _face_points()
-    map_x, map_y = head_motion_maps(points, points, (SIZE, SIZE))
-    grid_y, grid_x = np.mgrid[:SIZE, :SIZE].astype(np.float32)
-    assert map_x.dtype == np.float32 and map_x.shape == (SIZE, SIZE)
-    assert np.abs(map_x - grid_x).max() < 1e-3 and np.abs(map_y - grid_y).max() < 1e-3
-
-
-def test_head_motion_maps_translation_moves_the_head_and_freezes_the_border():
-    points = _face_points()
-    border = 8
-    maps = head_motion_maps(points, points + [7.0, -4.0], (SIZE, SIZE), border_px=border)
-    image = _smooth_image((SIZE, SIZE), seed=10)
-    warped = cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    # Output pixel (x, y) shows source pixel (x - 7, y + 4) over the head.
-    np.testing.assert_allclose(warped[200:340, 190:320].astype(int), image[204:344, 183:313].astype(int), atol=1)
-    grid_y, grid_x = np.mgrid[:SIZE, :SIZE].astype(np.float32)
-    frozen = np.ones((SIZE, SIZE), bool)
-    frozen[border:-border, border:-border] = False
-    np.testing.assert_array_equal(maps[0][frozen], grid_x[frozen])
-    np.testing.assert_array_equal(maps[1][frozen], grid_y[frozen])
-    np.testing.assert_array_equal(warped[frozen], image[frozen])
-
-
-def test_head_motion_maps_rotation_matches_the_inverse_similarity_at_the_points():
-    points = _face_points()
-    centre = points.mean(0)
-    angle = np.deg2rad(12.0)
-    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    target = (points - centre) @ rotation.T * 1.05 + centre
-    maps = head_motion_maps(points, target, (SIZE, SIZE))
-    assert np.linalg.norm(_map_at(maps, target) - points, axis=1).max() < 0.5
-    # Inside the inner ellipse the map is the exact inverse similarity.
-    probe = centre + np.array([[0.0, 0.0], [40.0, -60.0], [-50.0, 70.0]])
-    expected = (probe - centre) @ rotation / 1.05 + centre
-    np.testing.assert_allclose(_map_at(maps, probe), expected, atol=0.1)
-
-
-def test_head_motion_maps_residual_pulls_the_chin_and_the_neck_along():
-    points = _face_points()
-    # An opening jaw: points below the mouth line (y = 300) move down, up to 14 px at the chin; weight ~0.
-    drop = 14.0 * np.clip((points[:, 1] - 300.0) / (points[CHIN, 1] - 300.0), 0.0, 1.0)
-    target = points + np.column_stack([np.zeros(len(points)), drop])
-    weights = np.where(drop > 0, 0.05, 1.0)
-    maps = head_motion_maps(points, target, (SIZE, SIZE), weights=weights)
-    errors = np.linalg.norm(_map_at(maps, target) - points, axis=1)
-    assert errors[CHIN] < 0.5 and errors.max() < 0.5
-    # Below the chin the neck follows partially: it reads from above itself, less than the chin's 14 px.
-    neck = np.array([[256.0, points[CHIN, 1] + 14.0 + 30.0]])
-    pull = neck[0, 1] - _map_at(maps, neck)[0, 1]
-    assert 2.0 < pull < 14.0
-    # The forehead did not move.
-    np.testing.assert_allclose(_map_at(maps, points[[30]]), points[[30]], atol=0.1)
-
-
-def test_head_motion_maps_ignores_residuals_it_cannot_honour_near_the_frozen_border():
-    points = np.concatenate([_face_points(), [[12.0, 256.0]]])  # the last one: where the border ramp is ~0.01
-    target = points + [4.0, 0.0]
-    target[-1] = [12.0, 290.0]  # and moves 34 px along it
-    map_x, map_y = head_motion_maps(points, target, (SIZE, SIZE))
-    grid_y, grid_x = np.mgrid[:SIZE, :SIZE].astype(np.float32)
-    assert np.hypot(map_x - grid_x, map_y - grid_y).max() < 4.0 + 0.5  # no more than the head's own motion
-
-
-def test_head_motion_maps_rejects_mismatched_points():
-    with pytest.raises(InputError):
-        head_motion_maps(_face_points(), _face_points()[:-1], (SIZE, SIZE))
 
 
 # ------------------------------------------------------------------------------------------------ PasteBack

@@ -252,7 +252,8 @@ def test_flame_head_reenacts_too(camera, tracker):
     assert len(generator.renderer.faces) < len(flame_model.faces)  # scalp, ears and neck are warped
     assert psnr(generator.render(flame_source.head)[0], flame_source.crop) >= 40
     frames = generator.render(_rotated(flame_source.head, np.array([[15.0, 0, 0], [-15.0, 5.0, 0]])))
-    assert all(18 < psnr(frame, flame_source.crop) < 40 for frame in frames)  # moved, still the portrait
+    # moved (the whole head with its hair, rigidly), still the portrait
+    assert all(16 < psnr(frame, flame_source.crop) < 40 for frame in frames)
 
 
 def test_large_source_is_scaled_down_for_the_pasted_video():

@@ -1,18 +1,31 @@
-"""The smooth 2D warp that moves everything outside the rendered face (hair, ears, neck, background) with the head.
+"""The 2D motion of everything outside the re-rendered face: the head (hair, ears, hat) moves rigidly with the
+face's 2D similarity; the body (neck below a short band, shoulders, clothes, hands) and the background stay still.
 
 Points are in continuous image space (pixel ``(row j, col i)`` covers ``[i, i+1) x [j, j+1)``, as landmarks are);
 the maps returned are for ``cv2.remap``, whose integer map values are pixel centres (``x_cv = x - 0.5``).
 
-The warp is a blend of the head's 2D similarity and the identity, ``q(p) = p + w(p) (S^-1(p) - p) + r(p)``: ``w``
-is 1 over the head (an ellipse around the landmarks, grown to cover hair and ears), falls smoothly to 0 around it
-and is 0 at the image border, so the background and the crop's border stay put and nothing tears. ``r`` is a
-smooth residual that makes every landmark land exactly where the face mesh puts it (an open jaw pulls the chin and
-the neck below it along). It is evaluated on a coarse grid and upsampled, since the field is smooth.
+Geometry, fixed once per portrait by :class:`HeadFrame`: the face's centre, its "down" axis (forehead to chin)
+and half-sizes across and along it, and the chin line (perpendicular to "down" through the lowest face point).
+
+* :func:`head_follow` is how much of the head's motion each point takes: 1 on the head (within ``inner`` face
+  half-sizes, the hair above reaching higher), smoothly 0 beyond ``outer``, beside the neck past the neck's
+  width and below the neck band (body, shoulders, clothes, hands far from the head).
+* :func:`rigid_head_maps` moves the source by ``q(p) = p + w(p) (S^-1(p) - p)``, ``S`` the head's similarity and
+  ``w`` that weight: a continuous field, so the person never tears; the hair and neck bend gently over the soft
+  bands. A thin ring around the face takes a smooth field of the landmarks' residuals from the similarity, so
+  the outline lands where the face mesh puts it (a turned cheek, an open jaw); beyond it, on the head, the map
+  is exactly the inverse similarity, so straight lines on the head stay straight. ``w`` also falls to 0 at the
+  crop border, so a head that reaches it stays continuous with the full frame.
+
+Only the person moves: :mod:`magicportrait.compositing.head_layers` composes the warped person (premultiplied by
+its soft alpha) over a still background layer, in which what the head can uncover is filled in from the
+background around it (:mod:`magicportrait.compositing.fill`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import cv2
@@ -20,18 +33,25 @@ import numpy as np
 
 from magicportrait.errors import InputError
 
-__all__ = ["head_motion_maps", "similarity_2d"]
+__all__ = ["HeadFrame", "head_follow", "head_weight", "rigid_head_maps", "similarity_2d"]
 
-# Control points where the head's influence is below this (at the frozen border, far down the neck) cannot be
-# honoured: their residual would be divided by it and amplified, so they are left out of the residual field.
-_MIN_INFLUENCE = 0.2
-# Residual interpolation: widest Gaussian as a fraction of the face size; narrowest in grid cells.
-_RESIDUAL_SIGMA = 0.35
-_MIN_SIGMA_CELLS = 1.0
-# Length of the below-chin fade, as a fraction of the head ellipse's half-height.
-_CHIN_FADE = 0.5
 # Width of the ramp from 0 (within border_px of the border) to 1, as a fraction of the image's shorter side.
 _BORDER_RAMP = 0.1
+# Below the face's centre the moving part narrows to the neck: its half-width (in face half-widths) goes from the
+# head's ``outer`` reach at TAPER_START face half-heights below the centre to NECK_WIDTH at TAPER_PAST_CHIN neck
+# bands below the chin line, with a soft edge NECK_SOFT wide, so the shoulders and a collar beside the jaw stay on
+# the still body while the ears and the hair beside the cheeks move. The taper is long: hair beside the face moves
+# along it when the head rolls, and a short one would fold the hair (the map's Jacobian stays above ~0.3 at 15°).
+NECK_WIDTH = 0.7
+TAPER_START = 0.0
+NECK_SOFT = 0.5
+TAPER_PAST_CHIN = 1.0
+# The landmarks' residual from the similarity (a turn moves the cheek's outline, an open jaw the chin) bends only a
+# thin ring around the face, so the hair and ears beside the face's outline meet it: full within RING_INNER face
+# half-sizes, none beyond RING_OUTER. Residual interpolation: widest Gaussian as a fraction of the face size.
+RING_INNER, RING_OUTER = 1.05, 1.35
+_RESIDUAL_SIGMA = 0.35
+HAIR_ABOVE = 1.5
 
 
 def _as_points(points: np.ndarray, name: str) -> np.ndarray:
@@ -85,44 +105,145 @@ def similarity_2d(source_points: np.ndarray, target_points: np.ndarray, weights:
     return np.column_stack([linear, offset])
 
 
-def _smoothstep(t: np.ndarray) -> np.ndarray:
+def smoothstep(t: np.ndarray) -> np.ndarray:
     t = np.clip(t, 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
 
-class _HeadInfluence:
-    """``w(p)`` for output-frame points ``p``: ellipse falloff, partial neck follow, zero border.
+@dataclass(frozen=True)
+class HeadFrame:
+    """The source face's place: ``centre``, unit ``down`` axis, ``half_size`` (across, along down) in px and the
+    chin line at ``chin`` px along ``down`` from the centre; ``neck_length`` is the neck band's length in px; the
+    head moves fully within ``inner`` face half-sizes of the centre, not at all beyond ``outer``."""
 
-    Everything is measured at ``S^-1(p)``, i.e. the ellipse is carried into the output frame by the head motion.
+    centre: np.ndarray
+    down: np.ndarray
+    half_size: np.ndarray
+    chin: float
+    neck_length: float
+    inner: float = 1.5
+    outer: float = 2.1
+
+    @classmethod
+    def from_points(cls, points: np.ndarray, *, down: np.ndarray | None = None, neck_length: float = 0.5,
+                    inner: float = 1.5, outer: float = 2.1) -> HeadFrame:
+        """From the face landmarks (its outline included); ``down`` defaults to the image's +y; ``neck_length``
+        in face half-heights."""
+        points = _as_points(points, "points")
+        axis = np.array([0.0, 1.0]) if down is None else np.asarray(down, dtype=np.float64)[:2]
+        if not np.all(np.isfinite(axis)) or np.linalg.norm(axis) < 1e-9 or not neck_length > 0:
+            raise InputError(f"HeadFrame needs a non-zero down axis and neck_length > 0; got {down}, {neck_length}.")
+        if not 0 < inner < outer:
+            raise InputError(f"HeadFrame needs 0 < inner < outer; got inner={inner}, outer={outer}.")
+        axis = axis / np.linalg.norm(axis)
+        across, along = _axes(points, axis)
+        centre_u, centre_v = 0.5 * (across.max() + across.min()), 0.5 * (along.max() + along.min())
+        centre = centre_u * np.array([-axis[1], axis[0]]) + centre_v * axis
+        half_size = np.maximum(0.5 * np.array([np.ptp(across), np.ptp(along)]), 1e-6)
+        return cls(centre, axis, half_size, float(along.max() - centre_v), float(neck_length * half_size[1]),
+                   float(inner), float(outer))
+
+    def coordinates(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Offsets from the centre across and along ``down``, in px."""
+        dx, dy = x - self.centre[0], y - self.centre[1]
+        return -self.down[1] * dx + self.down[0] * dy, self.down[0] * dx + self.down[1] * dy
+
+    def radius(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Elliptic radius in face half-sizes (1 on the face's bounding ellipse), with the half-height above the
+        centre ``HAIR_ABOVE`` times larger: hair and hats reach far above the forehead, nothing else does."""
+        across, along = self.coordinates(x, y)
+        height = np.where(along < 0, HAIR_ABOVE * self.half_size[1], self.half_size[1])
+        return np.hypot(across / self.half_size[0], along / height)
+
+    def neck(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Distance below the chin line in neck-band lengths (0 at the chin, 1 at the band's end)."""
+        return (self.coordinates(x, y)[1] - self.chin) / self.neck_length
+
+
+def _axes(points: np.ndarray, down: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return -down[1] * points[:, 0] + down[0] * points[:, 1], points @ down
+
+
+def pixel_centres(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    grid_x, grid_y = _identity_grid(height, width)
+    return grid_x.astype(np.float64) + 0.5, grid_y.astype(np.float64) + 0.5
+
+
+def head_follow(frame: HeadFrame, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How much of the head's motion a point takes, as two factors in [0, 1]: ``(head, body)``.
+
+    ``head``: 1 within ``frame.inner`` face half-sizes of the centre (hair, ears, hat), a smoothstep to 0 at
+    ``frame.outer``: the hair beyond bends gently instead of tearing. ``body``: 1 above the chin line, a smoothstep
+    to 0 over the neck band, and below the cheeks the moving part narrows to the neck (``NECK_WIDTH`` face
+    half-widths, soft over ``NECK_SOFT``), so the shoulders and a collar beside the jaw stay still.
     """
-
-    def __init__(self, source: np.ndarray, weights: np.ndarray, image_size: tuple[int, int], inner: float,
-                 outer: float, below_chin_follow: float, border_px: float) -> None:
-        self.centre = weights @ source / weights.sum()
-        self.half_axes = np.maximum(0.5 * (source.max(0) - source.min(0)), 1e-6)
-        self.chin_y = float(source[:, 1].max())
-        self.chin_fade = _CHIN_FADE * float(self.half_axes[1])
-        self.inner, self.outer, self.follow = inner, outer, below_chin_follow
-        self.height, self.width = image_size
-        self.border_px = border_px
-        self.border_ramp = max(border_px, _BORDER_RAMP * min(image_size))
-
-    def __call__(self, head_x: np.ndarray, head_y: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """``w`` at output points ``(x, y)`` whose preimages under the head similarity are ``(head_x, head_y)``."""
-        radius = np.hypot((head_x - self.centre[0]) / self.half_axes[0], (head_y - self.centre[1]) / self.half_axes[1])
-        weight = 1.0 - _smoothstep((radius - self.inner) / (self.outer - self.inner))
-        below_chin = _smoothstep((head_y - self.chin_y) / self.chin_fade)
-        weight = weight * (1.0 - (1.0 - self.follow) * below_chin)
-        return weight * self._border_factor(x, self.width) * self._border_factor(y, self.height)
-
-    def _border_factor(self, coordinate: np.ndarray, length: int) -> np.ndarray:
-        distance = np.minimum(coordinate, length - coordinate)
-        return _smoothstep((distance - self.border_px) / self.border_ramp)
+    across, along = frame.coordinates(x, y)
+    head = 1.0 - smoothstep((frame.radius(x, y) - frame.inner) / (frame.outer - frame.inner))
+    start = TAPER_START * frame.half_size[1]
+    taper = smoothstep((along - start) / max(frame.chin + TAPER_PAST_CHIN * frame.neck_length - start, 1e-6))
+    half_width = NECK_WIDTH + (1.0 - taper) * (frame.outer - NECK_WIDTH)  # beside the cheeks: the head's reach
+    body = 1.0 - smoothstep((np.abs(across) / frame.half_size[0] - half_width) / NECK_SOFT)
+    body *= 1.0 - smoothstep(frame.neck(x, y))
+    return head, body
 
 
-def _inverse_similarity(a: complex, b: complex, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    preimage = ((x + 1j * y) - b) / a
-    return preimage.real, preimage.imag
+def head_weight(frame: HeadFrame, image_size: tuple[int, int]) -> np.ndarray:
+    """float32 ``(H, W)``: :func:`head_follow` at rest, in the source: what can move (1) and what never does (0)."""
+    x, y = pixel_centres(*(int(v) for v in image_size))
+    head, body = head_follow(frame, x, y)
+    return (head * body).astype(np.float32)
+
+
+def rigid_head_maps(source_points: np.ndarray, target_points: np.ndarray, frame: HeadFrame,
+                    image_size: tuple[int, int], *, weights: np.ndarray | None = None, border_px: float = 8,
+                    grid_step: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Backward maps ``(map_x, map_y)`` (float32 ``(H, W)``) for ``cv2.remap(source, map_x, map_y, INTER_LINEAR)``
+    that move the head by the weighted similarity ``S`` of the landmarks ``source -> target`` and hold the body
+    still (``frame``: the source's :class:`HeadFrame`; see the module docstring): ``q(p) = p + w (S^-1(p) - p)``,
+    ``w`` = :func:`head_follow`'s head factor at ``S^-1(p)`` (the head's own frame) times its body factor at both
+    ``S^-1(p)`` and ``p`` (so the body stays exactly still, however the head moves). The field is continuous: no
+    tear anywhere, only a gentle bend over the soft bands.
+
+    Exactly the inverse similarity on the head beyond the ring around the face (away from the border); exactly
+    the identity on the body and within ``border_px`` of the border; the landmarks land within a px of their
+    targets. Computed every ``grid_step`` px and upsampled: ~1.5 ms at 512x512 with ~150 points.
+    """
+    if len(image_size) != 2:
+        raise InputError(f"image_size must be (height, width), got {image_size!r}.")
+    height, width = (int(v) for v in image_size)
+    source = _as_points(source_points, "source_points")
+    target = _as_points(target_points, "target_points")
+    if source.shape != target.shape:
+        raise InputError(f"source and target points differ in shape: {source.shape} vs {target.shape}.")
+    if grid_step < 1 or height < 2 or width < 2:
+        raise InputError(f"rigid_head_maps needs grid_step >= 1 and an image of at least 2x2 px; got "
+                         f"grid_step={grid_step}, image_size={image_size}.")
+    a, b = _similarity_complex(source, target, _as_weights(weights, len(source)))
+    moved_back = ((target[:, 0] + 1j * target[:, 1]) - b) / a
+    residual = source - np.column_stack([moved_back.real, moved_back.imag])
+    sigma = max(_RESIDUAL_SIGMA * float(np.max(target.max(0) - target.min(0))), 1.0)
+    field = _ResidualField(target, residual, sigma, float(grid_step))
+    xs = _coarse_axis(width, max(2, math.ceil(width / grid_step)))
+    ys = _coarse_axis(height, max(2, math.ceil(height / grid_step)))
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    preimage = ((grid_x + 1j * grid_y) - b) / a
+    pre_x, pre_y = preimage.real, preimage.imag
+    ramp = max(border_px, _BORDER_RAMP * min(height, width))
+    # The neck band starts at the lower of the source's and the target's chin (an open jaw lowers it).
+    lowered = max(0.0, float(frame.coordinates(target[:, 0], target[:, 1])[1].max()) - frame.chin)
+    low = replace(frame, chin=frame.chin + lowered)
+    head, body_pre = head_follow(low, pre_x, pre_y)
+    follow = head * np.minimum(body_pre, head_follow(low, grid_x, grid_y)[1])
+    follow *= _border_factor(grid_x, width, border_px, ramp) * _border_factor(grid_y, height, border_px, ramp)
+    border = int(math.ceil(border_px))
+    identity_x, identity_y = _identity_grid(height, width)
+    ring = (1.0 - smoothstep((frame.radius(pre_x, pre_y) - RING_INNER) / (RING_OUTER - RING_INNER)))
+    offset = field.on_grid(xs, ys) * ring[..., None]
+    map_x = _upsampled(follow * (pre_x - grid_x + offset[..., 0]), height, width, border)
+    map_y = _upsampled(follow * (pre_y - grid_y + offset[..., 1]), height, width, border)
+    map_x += identity_x  # in place: a fresh full-size array costs more than the addition
+    map_y += identity_y
+    return map_x, map_y
 
 
 def _gaussian_1d(coordinates: np.ndarray, centres: np.ndarray, sigma: float) -> np.ndarray:
@@ -194,67 +315,15 @@ class _ResidualField:
         return np.moveaxis(field, 0, -1)
 
 
+def _border_factor(coordinate: np.ndarray, length: int, border_px: float, ramp: float) -> np.ndarray:
+    distance = np.minimum(coordinate, length - coordinate)
+    return smoothstep((distance - border_px) / ramp)
+
+
 def _coarse_axis(length: int, cells: int) -> np.ndarray:
     """Continuous coordinates of the coarse samples that ``cv2.resize(INTER_LINEAR)`` to ``length`` puts on
     output pixel centres (its sample ``k`` lies at output pixel ``(k + 0.5) length / cells - 0.5``)."""
     return (np.arange(cells) + 0.5) * (length / cells)
-
-
-def head_motion_maps(source_points: np.ndarray, target_points: np.ndarray, image_size: tuple[int, int], *,
-                     weights: np.ndarray | None = None, inner: float = 1.25, outer: float = 2.0,
-                     below_chin_follow: float = 0.6, border_px: float = 8, grid_step: int = 8
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Backward maps ``(map_x, map_y)`` (float32 ``(H, W)``) for ``cv2.remap(source, map_x, map_y, INTER_LINEAR,
-    borderMode=BORDER_REFLECT)`` that move the head region with the landmarks ``source -> target``.
-
-    ``weights (N,)`` weight the points in the similarity fit (rigid points high, jaw / lips low); every point's
-    residual is honoured regardless. The head ellipse (centre: weighted centroid, half-axes: half the points'
-    extent) has influence 1 within ``inner`` times it, a smoothstep to 0 at ``outer`` times it, fades to
-    ``below_chin_follow`` below the lowest source point (the neck follows partially) and is 0 within
-    ``border_px`` of the image border (rising to 1 over 10% of the shorter side beyond). Computed every
-    ``grid_step`` px and upsampled: ~1.5 ms at 512x512 with 100 points (~5 ms with all 478 MediaPipe points:
-    the residual fit is O(N^2)). Identical points give the identity grid.
-    """
-    if len(image_size) != 2:
-        raise InputError(f"image_size must be (height, width), got {image_size!r}.")
-    height, width = (int(v) for v in image_size)
-    source = _as_points(source_points, "source_points")
-    target = _as_points(target_points, "target_points")
-    if source.shape != target.shape:
-        raise InputError(f"source and target points differ in shape: {source.shape} vs {target.shape}.")
-    if not 0 < inner < outer or not 0 <= below_chin_follow <= 1 or grid_step < 1 or height < 2 or width < 2:
-        raise InputError("head_motion_maps needs 0 < inner < outer, 0 <= below_chin_follow <= 1, grid_step >= 1 "
-                         f"and an image of at least 2x2 px; got inner={inner}, outer={outer}, "
-                         f"below_chin_follow={below_chin_follow}, grid_step={grid_step}, image_size={image_size}.")
-    point_weights = _as_weights(weights, len(source))
-    a, b = _similarity_complex(source, target, point_weights)
-    influence = _HeadInfluence(source, point_weights, (height, width), inner, outer, below_chin_follow, border_px)
-
-    # Residuals at the control points: where the similarity blend leaves them, versus their source position.
-    head_x, head_y = _inverse_similarity(a, b, target[:, 0], target[:, 1])
-    weight_at_points = influence(head_x, head_y, target[:, 0], target[:, 1])
-    base = target + weight_at_points[:, None] * (np.column_stack([head_x, head_y]) - target)
-    # r(p) = w(p) f(p), so f must carry residual / w at each point for the point to land exactly.
-    usable = weight_at_points >= _MIN_INFLUENCE
-    residual = (source - base)[usable] / weight_at_points[usable, None]
-    face_size = float(np.max(target.max(0) - target.min(0)))
-    sigma = max(_RESIDUAL_SIGMA * face_size, 1.0)
-    field = _ResidualField(target[usable], residual, sigma, _MIN_SIGMA_CELLS * grid_step)
-
-    # The displacement q(p) - p on a coarse grid aligned with cv2.resize's sampling, then upsampled.
-    xs = _coarse_axis(width, max(2, math.ceil(width / grid_step)))
-    ys = _coarse_axis(height, max(2, math.ceil(height / grid_step)))
-    grid_x, grid_y = np.meshgrid(xs, ys)
-    pre_x, pre_y = _inverse_similarity(a, b, grid_x, grid_y)
-    weight = influence(pre_x, pre_y, grid_x, grid_y)
-    displacement = np.stack([pre_x - grid_x, pre_y - grid_y], axis=-1) + field.on_grid(xs, ys)
-    displacement *= weight[..., None]
-    identity_x, identity_y = _identity_grid(height, width)
-    map_x = _upsampled(displacement[..., 0], height, width, int(math.ceil(border_px)))
-    map_y = _upsampled(displacement[..., 1], height, width, int(math.ceil(border_px)))
-    map_x += identity_x  # in place: a fresh full-size array costs more than the addition
-    map_y += identity_y
-    return map_x, map_y
 
 
 def _upsampled(coarse: np.ndarray, height: int, width: int, border: int) -> np.ndarray:

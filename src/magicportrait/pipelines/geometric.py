@@ -6,8 +6,10 @@ Per frame, in the source's square face crop:
    projective texture with soft per-texel visibility, surface the photo never saw filled from the nearest seen skin
    on the same side, the mouth's inside from the source's own teeth or a shaded procedural interior; closed eyes
    in the portrait held closed, :mod:`magicportrait.pipelines.geometric_face`);
-2. everything else (hair, ears, neck, background): the source crop with its face painted out, moved by a smooth 2D
-   warp that follows the head (:func:`magicportrait.compositing.head_motion_maps`), so nothing tears;
+2. everything else: the head (hair, ears, hat; the person found once per portrait by selfie segmentation) moves
+   rigidly with the face's 2D similarity, the neck bends over a short band below the chin, and the body and the
+   background stay still, with what the head uncovers filled from around it
+   (:mod:`magicportrait.compositing.warp`, :mod:`magicportrait.compositing.head_layers`);
 3. the face blended in with a feathered mask (multi-band) after colour matching.
 
 :class:`GeometricGenerator` does this for a head track; the whole job (tracking, alignment, paste-back, videos) is
@@ -38,6 +40,7 @@ DEPTH_SLACK = 0.012  # depth slack of that visibility test, as a fraction of the
 CLOSED_EYE_RATIO = 0.12  # eyelid gap / eye width below this counts as closed
 EYES = {"right": (33, 133, 159, 145), "left": (362, 263, 386, 374)}  # corners, upper and lower lid (MediaPipe)
 LIPS = (0, 17, 37, 84, 267, 314, 13, 14)  # points on the lips, for the mouth cavity's colour
+PERSON_ON_FACE = 0.5  # the person mask's mean weight over the face below which it is not trusted
 
 
 def _warp_points() -> np.ndarray:
@@ -62,10 +65,14 @@ class GeometricConfig:
                                                     "multi-band (laplacian) or a plain feathered alpha.")
     feather: float = option(0.012, "Width of the face's soft edge, as a fraction of the crop side.")
     colour_match: bool = option(True, "Match the face's colour to its surroundings at its edge.")
-    warp_inner: float = option(1.25, "Around the face, up to this many face half-sizes moves fully with the head "
-                                     "(hair, ears).")
-    warp_outer: float = option(2.0, "Beyond this many face half-sizes nothing moves (background).")
-    neck_follow: float = option(0.6, "How much the neck below the chin follows the head, 0 to 1.")
+    warp_inner: float = option(1.5, "The head that moves rigidly with the face (hair, ears, hat) reaches this many "
+                                    "face half-sizes from the face's centre; the background stays still.")
+    warp_outer: float = option(2.1, "Beyond this many face half-sizes from the face's centre the person stays still "
+                                    "(the hair between bends gently).")
+    neck_length: float = option(0.5, "Below the chin, the neck bends from following the head to the still body over "
+                                     "this many face half-heights.")
+    segment: bool = option(True, "Find the person in the portrait (selfie segmentation) so the background behind "
+                                 "the hair stays still; off: everything near the head moves with it.")
     max_yaw: float = option(45.0, "Largest head turn left/right away from the portrait's own pose, degrees "
                                   "(a photo shows one side of a head; the driving pose is clamped beyond this).")
     max_pitch: float = option(30.0, "Largest nod up/down away from the portrait's pose, degrees.")
@@ -82,7 +89,7 @@ class GeometricConfig:
         if self.warp_inner >= self.warp_outer:
             raise InputError(f"{field_flag(self, 'warp_inner')} ({self.warp_inner:g}) must be below "
                              f"{field_flag(self, 'warp_outer')} ({self.warp_outer:g}).")
-        check_range(self, "neck_follow", 0, 1)
+        check_range(self, "neck_length", 0.05, 3)
         for name in ("max_yaw", "max_pitch", "max_roll"):
             check_range(self, name, 0, 180, low_open=True)
         check_range(self, "max_hidden_turn", 0, 180)
@@ -150,6 +157,7 @@ class GeometricGenerator:
         self.source_face = cv2.dilate(face_mask.astype(np.float32), np.ones((5, 5), np.float32))
         self.source_points = head_model.landmarks(vertices[None])[0, WARP_POINTS, :2].astype(np.float64)
         self.point_weights = rigid_point_weights(load_canonical_face()[0])[WARP_POINTS]
+        self.layers = self._head_layers(source.crop, face_mask)
         self.feather_px = self.config.feather * size
         grow = max(1, round(self.feather_px))
         self.cover_kernel = np.ones((2 * grow + 1, 2 * grow + 1), np.float32)
@@ -179,23 +187,41 @@ class GeometricGenerator:
             return laplacian_blend(face, background, soft)
         return cv2.blendLinear(face, background, soft, 1.0 - soft)
 
-    def _background(self, mask: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """The source crop moved with the head; where the source's face moved to but the new face does not cover
-        (a turn narrows the face), the painted-out backdrop instead of a second face edge."""
-        from magicportrait.compositing import head_motion_maps
+    def _head_layers(self, crop: np.ndarray, face_mask: np.ndarray):
+        """The moving head's alpha and the still layer (once per portrait). The person mask is trusted only when it
+        covers the face; otherwise (a drawing, a statue) the whole head ellipse moves."""
+        from magicportrait.compositing import HeadFrame, head_layers, person_weights
 
         config = self.config
-        map_x, map_y = head_motion_maps(self.source_points, points, mask.shape, weights=self.point_weights,
-                                        inner=config.warp_inner, outer=config.warp_outer,
-                                        below_chin_follow=config.neck_follow)
-        moved = cv2.remap(self.source_crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        # The body's axis is the image's vertical (a tilted head sits on an upright body), not the face's.
+        frame = HeadFrame.from_points(self.source_points, neck_length=config.neck_length, inner=config.warp_inner,
+                                      outer=config.warp_outer)
+        person = None
+        if config.segment:
+            from magicportrait.tracking.segmentation import person_mask
+
+            person = person_weights(person_mask(crop), crop)
+            if face_mask.any() and float(person[face_mask].mean()) < PERSON_ON_FACE:
+                logger.info("The person segmentation misses the face; the whole head area moves with the head.")
+                person = None
+        self.head_frame = frame
+        return head_layers(crop, frame, person, face=face_mask)
+
+    def _background(self, mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """The head moved rigidly over the still layer; where the source's face moved to but the new face does not
+        cover (a turn narrows the face), the painted-out backdrop instead of a second face edge."""
+        from magicportrait.compositing import rigid_head_maps
+
+        map_x, map_y = rigid_head_maps(self.source_points, points, self.head_frame, mask.shape,
+                                       weights=self.point_weights)
+        moved = self.layers.move(map_x, map_y)
         old_face = cv2.remap(self.source_face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         uncovered = old_face * (1.0 - cv2.dilate(mask.astype(np.float32), self.cover_kernel))
-        if not uncovered.any():
-            return moved
-        backdrop = cv2.remap(self.backdrop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        weight = cv2.GaussianBlur(uncovered, (0, 0), max(self.feather_px / 2, 0.5))[..., None]
-        return np.clip(moved + weight * (backdrop.astype(np.float32) - moved) + 0.5, 0, 255).astype(np.uint8)
+        if uncovered.any():
+            backdrop = cv2.remap(self.backdrop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            weight = cv2.GaussianBlur(uncovered, (0, 0), max(self.feather_px / 2, 0.5))[..., None]
+            moved += weight * (backdrop - moved)  # the face moves with alpha 1: the premultiplied layer is its colour
+        return self.layers.compose(moved, map_x, map_y)
 
 
 def face_region_faces(faces: np.ndarray, vertices: np.ndarray, landmarks: np.ndarray, size: int,
