@@ -165,6 +165,12 @@ def score(evaluator, result: np.ndarray, driving: np.ndarray, source: np.ndarray
     return values, flagged
 
 
+def grid_panel(grid: np.ndarray, index: int) -> np.ndarray:
+    """Panel ``index`` of a grid video's frames (square panels side by side: source | driving | maps | result)."""
+    side = grid.shape[1]
+    return grid[:, :, index * side:(index + 1) * side]
+
+
 def tile(image: np.ndarray, size: int = TILE, flagged: bool = False, label: str = "") -> np.ndarray:
     """``image`` letterboxed into a ``size`` square (RGB), with a red frame when flagged and a label."""
     height, width = image.shape[:2]
@@ -227,11 +233,13 @@ def reenactment_part(demo: Path, example_source: Path, out: Path, num_frames: in
             seconds = reenact(portrait, driving_path, folder, num_frames)
             crops, full = read_video(folder / "result_crop.mp4"), read_video(folder / "result.mp4")
             driving, source = read_video(driving_path, num_frames), load_rgb(folder / "source.png")
+            driving_crops = grid_panel(read_video(folder / "grid.mp4"), 1)
             values, flagged = score(evaluator, crops, driving, source)
             rows.append({"portrait": portrait.name, "driving": driver_name, "kind": "geometric",
                          "seconds": seconds, "flagged": np.flatnonzero(flagged).tolist(), **values})
             flagged_faces.setdefault(portrait.name, {})[driver_name] = np.flatnonzero(flagged).tolist()
-            blocks.append(sheet_block(f"{portrait.name} / {driver_name}", source, driving, crops, full, flagged))
+            blocks.append(sheet_block(f"{portrait.name} / {driver_name}", source, driving_crops, crops, full,
+                                      flagged))
             print(f"reenact {portrait.name} / {driver_name}: {len(crops)} frames in {seconds:.1f} s; "
                   f"flagged frames {np.flatnonzero(flagged).tolist()}; "
                   + ", ".join(f"{k} {v:.3f}" for k, v in values.items() if k in TABLE_COLUMNS), flush=True)
