@@ -32,6 +32,7 @@ from magicportrait.heads import HeadModel
 from magicportrait.types import HeadTrack, SourceFace
 
 logger = logging.getLogger(__name__)
+GHOST_FADE_DEGREES = 4.0  # over this turn the source's face beyond the re-rendered part fades into the backdrop
 SOURCE_TURN_WARNING_DEGREES = 30.0  # a 3/4 view hides enough of the face to say so
 FACE_REGION_MARGIN = 0.01  # the re-rendered part of the head: the face outline grown by this fraction of the crop
 EDGE_BAND = 0.08  # ... less what the portrait saw badly within this fraction of the crop of the outline (FLAME)
@@ -153,8 +154,15 @@ class GeometricGenerator:
             cavity_colour=cavity_colour(source.crop, source.track.landmarks[0]),
             device=device)
         face_mask = self.renderer.render(vertices[None]).mask[0]  # the re-rendered part, where the source has it
-        self.backdrop = paint_out(source.crop, face_mask)
+        oval = face_oval_mask(source.track.landmarks[0], face_mask.shape)
+        self.backdrop = paint_out(source.crop, face_mask | oval)
         self.source_face = cv2.dilate(face_mask.astype(np.float32), np.ones((5, 5), np.float32))
+        # The source's own face beyond the re-rendered part (a 3/4 view's far eye and cheek edge, which the renderer
+        # leaves to the 2D warp): moved in 2D while the re-rendered face turns in 3D, it would show as a ghost eye
+        # or a second outline, so once the head turns it fades into the backdrop.
+        self.beyond_face = np.clip(cv2.dilate(oval.astype(np.float32), np.ones((5, 5), np.float32))
+                                   - self.source_face, 0.0, 1.0)
+        self.source_rotation = axis_angle_to_matrix(source.head.rotation[0].astype(np.float64))
         self.source_points = head_model.landmarks(vertices[None])[0, WARP_POINTS, :2].astype(np.float64)
         self.point_weights = rigid_point_weights(load_canonical_face()[0])[WARP_POINTS]
         self.layers = self._head_layers(source.crop, face_mask)
@@ -171,12 +179,20 @@ class GeometricGenerator:
             vertices = hold_eyes(self.head_model, head, self.source, vertices, self.eye_hold)
         faces = self.renderer.render(vertices)
         points = self.head_model.landmarks(vertices)[:, WARP_POINTS, :2]
-        return np.stack([self._composite(faces.images[i], faces.mask[i], points[i]) for i in range(len(vertices))])
+        turns = self._turn_degrees(head)
+        return np.stack([self._composite(faces.images[i], faces.mask[i], points[i], turns[i])
+                         for i in range(len(vertices))])
 
-    def _composite(self, face: np.ndarray, mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    def _turn_degrees(self, head: HeadTrack) -> np.ndarray:
+        """`(T,)` angle of each frame's head rotation away from the portrait's own, degrees."""
+        relative = axis_angle_to_matrix(head.rotation.astype(np.float64)) @ self.source_rotation.T
+        cosine = (np.trace(relative, axis1=-2, axis2=-1) - 1.0) / 2.0
+        return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+    def _composite(self, face: np.ndarray, mask: np.ndarray, points: np.ndarray, turn: float = 0.0) -> np.ndarray:
         from magicportrait.compositing import feather_mask, laplacian_blend, match_colour
 
-        background = self._background(mask, points)
+        background = self._background(mask, points, turn)
         if not mask.any():  # the head left the crop: the background alone, never a black frame
             return background
         face = np.where(mask[..., None], face, background)
@@ -207,15 +223,20 @@ class GeometricGenerator:
         self.head_frame = frame
         return head_layers(crop, frame, person, face=face_mask)
 
-    def _background(self, mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    def _background(self, mask: np.ndarray, points: np.ndarray, turn: float = 0.0) -> np.ndarray:
         """The head moved rigidly over the still layer; where the source's face moved to but the new face does not
-        cover (a turn narrows the face), the painted-out backdrop instead of a second face edge."""
+        cover (a turn narrows the face), the painted-out backdrop instead of a second face edge; once the head turns
+        (``turn`` degrees from the portrait's pose), the same for the source's face beyond the re-rendered part."""
         from magicportrait.compositing import rigid_head_maps
 
         map_x, map_y = rigid_head_maps(self.source_points, points, self.head_frame, mask.shape,
                                        weights=self.point_weights)
         moved = self.layers.move(map_x, map_y)
-        old_face = cv2.remap(self.source_face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        old_face = self.source_face
+        fade = min(1.0, turn / GHOST_FADE_DEGREES)
+        if fade > 0.0:
+            old_face = np.maximum(old_face, fade * self.beyond_face)
+        old_face = cv2.remap(old_face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         uncovered = old_face * (1.0 - cv2.dilate(mask.astype(np.float32), self.cover_kernel))
         if uncovered.any():
             backdrop = cv2.remap(self.backdrop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -266,6 +287,17 @@ def _template(head_model: HeadModel, rest: np.ndarray) -> np.ndarray:
 def _neutral_joints(head: HeadTrack) -> np.ndarray | None:
     joints = head.joint_rotations
     return None if joints is None or not joints.size else np.zeros_like(joints[:1])
+
+
+def face_oval_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`(H, W)` bool: inside the face outline of MediaPipe ``landmarks`` (pixels; the hull of its face-oval points,
+    which are stored unordered)."""
+    from magicportrait.heads.mediapipe_topology import landmark_groups
+
+    outline = np.round(landmarks[landmark_groups()["face_oval"], :2]).astype(np.int32)
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(outline), 1)
+    return mask.astype(bool)
 
 
 def paint_out(image: np.ndarray, mask: np.ndarray, grow_px: int = 3) -> np.ndarray:
