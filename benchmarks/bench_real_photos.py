@@ -328,6 +328,10 @@ def reenactment_lines(part: dict) -> list[str]:
              f"{part['num_frames']} frames per case; every driving video shows another person than the portrait. "
              f"Faces of the sample photos on which the artefact score flags no frame with any driving video: "
              f"**{clean}/{len(clean_faces_names(part))}**" + (f"; flagged: {', '.join(dirty)}." if dirty else "."),
+             "", "Controls: *frozen* is the portrait itself, repeated (it wins CSIM, flicker and the artefact score, "
+             "and scores 0 on motion transfer); *driving itself* is the driving video scored as if it were the result "
+             "(perfect pose, expression and motion transfer; its CSIM is another person's, and its duplication and "
+             "artefact columns compare another person's face with the portrait, so they say nothing there).",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in part["rows"]:
         cells = [row["portrait"], row["driving"], row["kind"], *(_cell(row.get(c, float("nan")))
@@ -338,6 +342,13 @@ def reenactment_lines(part: dict) -> list[str]:
 
 def clean_faces_names(part: dict) -> list[str]:
     return [name for name in part["flagged"] if name.startswith("sample")]
+
+
+def stored_machine_line() -> str:
+    """The machine line of the real-photo section now in docs/benchmarks.md (the run the JSON came from)."""
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    section = text.split(MARK_START, 1)[1] if MARK_START in text else ""
+    return section.split("Machine: ", 1)[1].split(". Written by", 1)[0] if "Machine: " in section else "unknown"
 
 
 def write_docs(path: Path, section: list[str]) -> None:
@@ -359,6 +370,8 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "outputs" / "bench-real-photos"))
     parser.add_argument("--faces", nargs="+", default=None, help="Only these portraits (e.g. sample2-face0).")
     parser.add_argument("--frames", type=int, default=50, help="Frames per driving video.")
+    parser.add_argument("--rewrite-docs", action="store_true", help="Only rewrite docs/benchmarks.md's section "
+                        "from the output folder's real_photos.json (after a change to the report's layout).")
     parser.add_argument("--skip", nargs="+", choices=("detection", "reenactment", "speed"), default=(),
                         help="Leave parts out.")
     args = parser.parse_args()
@@ -370,6 +383,11 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cache = Path(os.environ.get("MAGICPORTRAIT_BENCH_CACHE", "~/.cache/magicportrait-bench")).expanduser()
     out = Path(args.output)
+    if args.rewrite_docs:
+        write_docs(ROOT / "docs" / "benchmarks.md", markdown(json.loads((out / "real_photos.json").read_text()),
+                                                             stored_machine_line()))
+        print("wrote docs/benchmarks.md")
+        return
     out.mkdir(parents=True, exist_ok=True)
     demo = fetch_samples(cache)
     from magicportrait.pipelines.example import write_example
