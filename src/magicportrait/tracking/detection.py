@@ -23,6 +23,9 @@ DETECTION_ANGLES = (0.0, 30.0, -30.0, 60.0, -60.0)  # degrees; BlazeFace finds f
 MESH_CROP_SCALES = (1.8, 1.4, 2.4)  # crop side / detection box side, tried in this order
 MESH_CROP_SIZE_RANGE = (192, 512)  # crop resolution (px): the face's own, clipped to this range
 DUPLICATE_CENTER_DIST = 0.5  # detections whose centres are closer than this many box sides are one face
+RIGHT_EYE = (33, 133)  # MediaPipe eye corners: the person's right eye (image left), then the left one
+LEFT_EYE = (362, 263)
+LANDMARK_BOX_RATIO = (0.6, 1.5)  # a good Face Mesh fit's box / the detector's side (measured 0.77-1.2)
 MATCH_CENTER_DIST = 0.75  # a meshed face belongs to a detection if its box centre is this close (detector boxes
 # are tighter than landmark boxes)
 
@@ -236,9 +239,6 @@ def detection_from_landmarks(landmarks: np.ndarray) -> FaceDetection:
     return FaceDetection(box=np.concatenate([center - half, center + half]), eyes=eyes, score=1.0)
 
 
-RIGHT_EYE = (33, 133)  # MediaPipe eye corners: the person's right eye (image left), then the left one
-LEFT_EYE = (362, 263)
-
 
 def fitted_badly(landmarks: np.ndarray, detection: FaceDetection) -> bool:
     """Whether Face Mesh's fit of a face disagrees with the detector's box of it: a landmark box far larger or
@@ -246,6 +246,3 @@ def fitted_badly(landmarks: np.ndarray, detection: FaceDetection) -> bool:
     arm came out 1.7x). The tilts are not compared: the detector's eye points of a profile face are unreliable."""
     ratio = float(max(np.ptp(landmarks[:, 0]), np.ptp(landmarks[:, 1]))) / max(detection.side, 1e-6)
     return not LANDMARK_BOX_RATIO[0] <= ratio <= LANDMARK_BOX_RATIO[1]
-
-
-LANDMARK_BOX_RATIO = (0.6, 1.5)
