@@ -281,12 +281,12 @@ def speed_part(rounds: int, num_frames: int) -> dict:
 # --- report ----------------------------------------------------------------------------------------------------------
 
 
-def clean_faces(flagged: dict) -> tuple[int, list[str]]:
-    """How many of the sample photos' faces no driver flags a frame of, and the others with their frames."""
+def clean_faces(flagged: dict) -> tuple[int, int, list[str]]:
+    """(faces of the sample photos no driver flags a frame of, all their faces, the others with their frames)."""
     samples = {name: drivers for name, drivers in flagged.items() if name.startswith("sample")}
     dirty = [f"{name} ({'; '.join(f'{d}: frames {v}' for d, v in drivers.items() if v)})"
              for name, drivers in samples.items() if any(drivers.values())]
-    return len(samples) - len(dirty), dirty
+    return len(samples) - len(dirty), len(samples), dirty
 
 
 def _cell(value) -> str:
@@ -322,12 +322,12 @@ def markdown(report: dict, machine: str) -> list[str]:
 
 
 def reenactment_lines(part: dict) -> list[str]:
-    clean, dirty = clean_faces(part["flagged"])
+    clean, total, dirty = clean_faces(part["flagged"])
     header = ["portrait", "driving", "kind", *(COLUMN_LABELS[c] for c in TABLE_COLUMNS), "flagged frames"]
     lines = ["### The geometric generator on every face", "",
              f"{part['num_frames']} frames per case; every driving video shows another person than the portrait. "
              f"Faces of the sample photos on which the artefact score flags no frame with any driving video: "
-             f"**{clean}/{len(clean_faces_names(part))}**" + (f"; flagged: {', '.join(dirty)}." if dirty else "."),
+             f"**{clean}/{total}**" + (f"; flagged: {', '.join(dirty)}." if dirty else "."),
              "", "Controls: *frozen* is the portrait itself, repeated (it wins CSIM, flicker and the artefact score, "
              "and scores 0 on motion transfer); *driving itself* is the driving video scored as if it were the result "
              "(perfect pose, expression and motion transfer; its CSIM is another person's, and its duplication and "
@@ -338,10 +338,6 @@ def reenactment_lines(part: dict) -> list[str]:
                                                                   for c in TABLE_COLUMNS), str(row["flagged"] or "-")]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
-
-
-def clean_faces_names(part: dict) -> list[str]:
-    return [name for name in part["flagged"] if name.startswith("sample")]
 
 
 def stored_machine_line() -> str:
