@@ -70,3 +70,33 @@ def test_a_pasted_mirrored_eye_is_flagged(moving):
     assert np.flatnonzero(report.duplicated).tolist() == list(DUPLICATES)
     assert report.duplication[list(DUPLICATES)].min() > 0.6
     assert report.flagged_frames == list(DUPLICATES) and report.artefact_frames == pytest.approx(3 / NUM_FRAMES)
+
+
+def _turned_canonical_face(yaw_degrees: float) -> np.ndarray:
+    """The canonical face mesh turned about its vertical axis and seen orthographically: `(478, 3)` image
+    landmarks, z smaller = nearer (as Face Mesh gives them)."""
+    from magicportrait.heads.mediapipe_mesh import load_canonical_face
+
+    points = load_canonical_face()[0].astype(np.float64) * 12.0
+    angle = np.deg2rad(yaw_degrees)
+    rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    turned = points @ rotation.T
+    return turned + np.array([256.0, 256.0, 0.0])
+
+
+def test_the_part_of_the_face_a_turned_nose_hides_is_not_compared():
+    """Turned 35 degrees, the nose covers a strip of the far cheek beside it, which faces the camera all the same:
+    that strip (and nothing on the near side) is left out of the comparison; a frontal face hides nothing."""
+    from magicportrait.evaluation.artefacts import FrontalWarp
+
+    warp = FrontalWarp(128)
+    np.testing.assert_array_equal(warp.visible(_turned_canonical_face(0.0)), warp.inside)
+    np.testing.assert_array_equal(warp.visible(_turned_canonical_face(35.0)[:, :2]), warp.inside)  # no depth: all
+    far_sides = []
+    for yaw in (35.0, -35.0):
+        landmarks = _turned_canonical_face(yaw)
+        hidden = warp.inside & warp.facing(landmarks) & ~warp.visible(landmarks)  # faces the camera, yet covered
+        _, columns = np.nonzero(hidden)
+        assert 30 < len(columns) < 0.1 * warp.inside.sum()
+        far_sides.append((columns < warp.size / 2).mean())  # the layout's nose line is its middle column
+    assert far_sides[0] > 0.95 and far_sides[1] < 0.05  # always beside the nose on the far side, mirrored

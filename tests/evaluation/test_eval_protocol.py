@@ -87,7 +87,10 @@ def test_face_chooses_which_face_is_measured(example, two_faces, tmp_path):
     save_image(folder / "first.png", frames[0])
     left = _evaluate(folder, example, tmp_path / "left", "--face", "0")
     right = _evaluate(folder, example, tmp_path / "right", "--face", "1")
-    assert left["metrics"]["motion_transfer"] > 0.95 and left["metrics"]["apd"] < 2.0  # the driving face, re-encoded
+    # the driving face, re-encoded: its head rotation follows the driving video's (over 20 frames the mouth barely
+    # moves, so its correlation is noise: 0.63 to 0.99 with the encoder's rounding)
+    rotation = [left["info"]["motion_transfer"][axis] for axis in ("yaw", "pitch", "roll")]
+    assert min(rotation) > 0.9 and left["metrics"]["motion_transfer"] > 0.8 and left["metrics"]["apd"] < 2.0
     assert right["metrics"]["motion_transfer"] == 0.0 and right["metrics"]["apd"] > 3.0  # the still face
     assert left["info"]["face"] == "number 0"
     assert main(["evaluate", "-p", str(folder), "-d", str(example[1]), "-s", str(folder / "first.png"), "-o",
@@ -115,5 +118,5 @@ def test_a_result_folder_is_measured_on_the_face_its_generator_animated(example,
                    head=head).save(folder / "source_face.npz")
         report = _evaluate(folder, example, tmp_path / name)
         assert report["info"]["face"] == "nearest the generator's crop"
-        moving = report["metrics"]["motion_transfer"] > 0.95
+        moving = report["metrics"]["motion_transfer"] > 0.8  # the still face: 0
         assert moving == (name == "left"), (name, report["metrics"])

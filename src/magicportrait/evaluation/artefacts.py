@@ -16,8 +16,9 @@ Two detectors, both on the face only (the tracked landmarks say where it is):
   edges at a point of the face where the portrait has none: the score is the densest local patch of edge strength
   beyond the source's (gradient magnitude above the source's own, dilated by a few pixels so small misalignments
   are not counted), Gaussian-weighted over about a tenth of the face, relative to the source's mean edge strength.
-  The eyes and the inside of the mouth are left out (they legitimately open and close). A frame is flagged above
-  :attr:`ArtefactConfig.duplication_threshold`.
+  The eyes and the inside of the mouth are left out (they legitimately open and close), and so is what the frame
+  does not show: points seen edge-on and points a nearer part of the face covers (:meth:`FrontalWarp.visible`).
+  A frame is flagged above :attr:`ArtefactConfig.duplication_threshold`.
 
 Usable without the evaluator (e.g. from a benchmark)::
 
@@ -40,6 +41,7 @@ __all__ = ["ArtefactConfig", "ArtefactReport", "FrontalWarp", "artefact_score", 
 
 EDGE_SCALES = (0.0, 2.5)  # fine edges (a second brow line, a tear) and coarse ones (a blotch, a second nose)
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
+RASTER_SCALE = 4.0  # FrontalWarp.visible draws the mesh at this many px per layout pixel
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,33 @@ class FrontalWarp:
         good = ratio > min_ratio * float(np.median(positive))
         return good[self.pixel_triangle] & self.inside
 
+    def visible(self, landmarks: np.ndarray, min_fraction: float = 0.5) -> np.ndarray:
+        """`(size, size)` bool: layout pixels whose mesh triangle is not hidden behind a nearer part of the face
+        in the image with these `(478, 3)` landmarks (z: Face Mesh's depth, smaller = nearer): a turned head's
+        nose covers part of its far cheek, which faces the camera all the same; what the frame does not show is
+        not compared. All True without a z column.
+
+        The triangles are drawn far to near into an id image at about four times the layout's resolution; one
+        counts as hidden when less than ``min_fraction`` of its area (less a px-wide rim, which its neighbours'
+        shared edges take) keeps its id; triangles of less than a layout pixel are left to :meth:`facing`."""
+        points = np.asarray(landmarks, np.float64)
+        if points.ndim != 2 or points.shape[1] < 3 or not np.isfinite(points[:, 2]).all():
+            return self.inside.copy()
+        xy = points[:, :2] - points[:, :2].min(axis=0)
+        xy *= RASTER_SCALE * self.size / max(float(np.ptp(xy, axis=0).max()), 1.0)
+        corners = xy[self.triangles]  # (K, 3, 2)
+        height, width = (int(np.ceil(v)) + 2 for v in xy.max(axis=0)[::-1])
+        ids = np.full((height, width), -1, np.int32)
+        order = np.argsort(-points[self.triangles, 2].mean(axis=1))  # far first, near last (painter's)
+        rounded = np.round(corners).astype(np.int32)
+        for k in order:
+            cv2.fillConvexPoly(ids, rounded[k], int(k))
+        counts = np.bincount(ids[ids >= 0], minlength=len(self.triangles))
+        area = np.abs(_signed_areas(xy, self.triangles))
+        rim = 0.5 * np.linalg.norm(corners - np.roll(corners, 1, axis=1), axis=2).sum(axis=1)
+        shown = (counts >= min_fraction * (area - rim)) | (area < RASTER_SCALE**2)
+        return shown[self.pixel_triangle] & self.inside
+
     def warp(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """`(size, size)` float32 grey (0..1) frontal view of the face with these `(478, 2+)` pixel landmarks."""
         points = np.asarray(landmarks, np.float64)[:, :2]
@@ -193,7 +222,7 @@ def duplicated_structure(frames: np.ndarray, landmarks: np.ndarray, source: np.n
     contrast = [max(float(reference[base].mean()), 1e-6) for reference in references]
     scores = np.zeros(len(frames))
     for index, (frame, points) in enumerate(zip(frames, landmarks, strict=False)):
-        mask = base & cv2.erode(warp.facing(points).astype(np.uint8), kernel).astype(bool)
+        mask = base & cv2.erode((warp.facing(points) & warp.visible(points)).astype(np.uint8), kernel).astype(bool)
         if not mask.any():
             continue
         frontal = warp.warp(frame, points)
