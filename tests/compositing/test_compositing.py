@@ -117,6 +117,28 @@ def test_match_colour_follows_a_slow_lighting_gradient():
     assert before > 6 and after < 0.12 * before
 
 
+def test_match_colour_measures_only_where_the_background_shows_the_same_surface():
+    """A face turned away from its old place: behind the left part of its edge the background is a white window,
+    not skin. Measured there, the skin would take on the window's colour; told where the background is the same
+    surface (or that a difference of 100 levels is no lighting), it keeps the true offset of 12."""
+    background = _smooth_image((SIZE, SIZE), seed=5)
+    mask = _disk(SIZE, (256, 270), 170)
+    foreground = _offset_foreground(background, mask, np.array([12.0, 0.0, 0.0]))
+    window = np.zeros((SIZE, SIZE), bool)
+    window[:, :200] = True
+    background = background.copy()
+    background[window] = 250
+    interior = (_disk(SIZE, (256, 270), 150) == 1) & ~window
+    truth = foreground[interior].astype(int) - np.array([12, 0, 0])
+    fooled = match_colour(foreground, background, mask)
+    assert np.abs(fooled[interior].astype(int) - truth).max() > 20
+    for options in ({"same_surface": ~window}, {"max_difference": 40.0}):
+        corrected = match_colour(foreground, background, mask, **options)
+        assert np.abs(corrected[interior].astype(int) - truth).max() <= 1, options
+    nothing = match_colour(foreground, background, mask, same_surface=np.zeros((SIZE, SIZE), bool))
+    np.testing.assert_array_equal(nothing, foreground)
+
+
 def test_match_colour_is_exactly_a_no_op_when_foreground_equals_background():
     image = np.random.default_rng(4).integers(0, 256, (200, 300, 3), dtype=np.uint8)
     np.testing.assert_array_equal(match_colour(image, image, _disk(300, (150, 100), 80)[:200]), image)

@@ -70,6 +70,21 @@ def test_unmoved_source_comes_back(source):
     assert psnr(crop, source.crop) >= 40
 
 
+def test_the_open_geometry_is_re_rendered_whole_without_holes(source):
+    """The face mesh of the open geometry is the face itself: every triangle is re-rendered (dropping those near
+    its outline left holes beside the nose through which the old face showed), with or without parallax."""
+    model = MediaPipeHeadModel()
+    assert model.face_only
+    for parallax in (True, False):
+        generator = GeometricGenerator(model, source, GeometricConfig(parallax=parallax))
+        assert generator.renderer.num_head_faces == len(model.faces)
+        assert (generator.depth is not None) == parallax
+        mask = generator.renderer.render(model.posed_vertices(source.head)).mask[0]
+        assert not (np.isfinite(generator.texture.zbuffer) & ~mask).any()  # every pixel of the face drawn
+        crop = generator.render(source.head)[0]
+        assert psnr(crop, source.crop) >= 40
+
+
 def test_unmoved_source_pastes_back_pixel_exactly(source):
     from magicportrait.compositing import PasteBack
 

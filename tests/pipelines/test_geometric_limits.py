@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from magicportrait.alignment import limit_rotation
+from magicportrait.errors import InputError
 from magicportrait.geometry.rotations import euler_degrees_to_matrix, matrix_to_axis_angle, matrix_to_euler_degrees
 from magicportrait.pipelines.geometric import GeometricConfig
 from magicportrait.types import HeadTrack
@@ -20,12 +21,26 @@ def _head(rotations: np.ndarray) -> HeadTrack:
 
 
 def test_bounds_are_symmetric_for_a_frontal_portrait_and_one_sided_for_a_three_quarter_view():
-    config = GeometricConfig()
+    config = GeometricConfig(max_turned=90)
     np.testing.assert_allclose(config.rotation_bounds(np.array([10.0, -5.0, 3.0])),
                                [[-45, -30, -45], [45, 30, 45]])
     np.testing.assert_allclose(config.rotation_bounds(np.array([40.0, 0.0, 0.0])), [[-15, -30, -45], [45, 30, 45]])
     np.testing.assert_allclose(config.rotation_bounds(np.array([-40.0, 35.0, 0.0])), [[-45, -15, -45], [15, 30, 45]])
     assert GeometricConfig(max_hidden_turn=50).rotation_bounds(np.array([40.0, 0, 0]))[0, 0] == -45  # not past max
+
+
+def test_the_head_turns_no_further_from_the_camera_than_max_turned():
+    """Default 40 degrees: a frontal portrait turns +-40; one turned 10 turns 30 further and 45 back (to -35); one
+    turned 38 only 2 further; one turned beyond it keeps its own yaw; pitch and roll are not limited by it."""
+    config = GeometricConfig()
+    bounds = {yaw: config.rotation_bounds(np.array([yaw, 0.0, 0.0])) for yaw in (0.0, 10.0, -10.0, 38.0, 50.0)}
+    np.testing.assert_allclose(bounds[0.0], [[-40, -30, -45], [40, 30, 45]])
+    np.testing.assert_allclose(bounds[10.0][:, 0], [-45, 30])
+    np.testing.assert_allclose(bounds[-10.0][:, 0], [-30, 45])
+    np.testing.assert_allclose(bounds[38.0][:, 0], [-15, 2])
+    np.testing.assert_allclose(bounds[50.0][:, 0], [-15, 0])
+    with pytest.raises(InputError):
+        GeometricConfig(max_turned=0)
 
 
 def test_a_three_quarter_portrait_turns_back_toward_its_hidden_side_only_a_little():
@@ -34,7 +49,7 @@ def test_a_three_quarter_portrait_turns_back_toward_its_hidden_side_only_a_littl
     rotations = np.stack([matrix_to_axis_angle(euler_degrees_to_matrix(np.array([t, 0, 0])) @ source) for t in turns])
     total = matrix_to_euler_degrees(euler_degrees_to_matrix(np.array([-30.0, 0, 0])) @ source)[0]
     assert total == pytest.approx(10.0, abs=1e-6)  # turning by -30 brings the yaw-40 face to 10: toward the camera
-    bounds = GeometricConfig().rotation_bounds(np.array([40.0, 0.0, 0.0]))
+    bounds = GeometricConfig(max_turned=90).rotation_bounds(np.array([40.0, 0.0, 0.0]))
     clamped, changed = limit_rotation(_head(rotations), matrix_to_axis_angle(source), bounds)
     assert changed.tolist() == [True, False, False]
     relative = matrix_to_euler_degrees(_matrices(clamped.rotation) @ source.T)
@@ -69,8 +84,8 @@ def test_the_source_face_beyond_the_rendered_part_fades_into_the_backdrop_once_t
                                                     matrix_to_axis_angle(turned)]).astype(np.float32))
     np.testing.assert_allclose(generator._turn_degrees(head), [0.0, 10.0], atol=1e-3)
     nothing = np.zeros((256, 256), bool)  # no rendered face covers anything: the backdrop shows where it fades
-    still = generator._background(nothing, generator.source_points, turn=0.0)
-    faded = generator._background(nothing, generator.source_points, turn=10.0)
+    still = generator._background(nothing, generator.source_points, turn=0.0)[0]
+    faded = generator._background(nothing, generator.source_points, turn=10.0)[0]
     rim = generator.beyond_face > 0.5
     changed = np.abs(faded.astype(float) - still.astype(float)).max(axis=-1) > 2
     import cv2

@@ -13,6 +13,7 @@ from magicportrait.heads.base import pose_vertices
 from magicportrait.rendering.fill_atlas import push_pull_fill
 from magicportrait.rendering.mouth_interior import TEETH_HEIGHT
 from magicportrait.rendering.texture_transfer import (
+    REGION_EDGE,
     SourceTexture,
     TextureTransferRenderer,
     _perspective_weights,
@@ -218,3 +219,46 @@ def test_source_texture_fallback_is_the_median_of_what_the_mesh_covers():
     covered = image[np.isfinite(texture.zbuffer)]
     np.testing.assert_allclose(texture.fallback_colour, np.median(covered, axis=0) / 255.0, atol=1e-6)
     assert np.isinf(texture.zbuffer[0, 0]) and texture.zbuffer[120, 80] == 0.0 and texture.zbuffer[60, 150] == 50.0
+
+
+def test_surface_outside_the_region_is_drawn_from_the_fill_not_from_what_the_photo_shows_there():
+    """A fitted mesh reaching past the real face (here the sheet's right part, x > 160, where the photo shows a
+    blue background): drawn, without holes, from the fill of what the source saw inside the region."""
+    vertices, faces, image, _ = two_sheets()
+    image[:, 160:] = (0, 0, 255)
+    region = np.zeros((SIZE, SIZE), bool)
+    region[:, :160] = True
+    texture = project_source_texture(image, vertices, faces, region=region)
+    covered = np.isfinite(texture.zbuffer) & region
+    np.testing.assert_allclose(texture.fallback_colour * 255, np.median(image[covered], axis=0), atol=1e-3)
+    out = TextureTransferRenderer(texture, faces).render(vertices)
+    mask = out.mask[0]
+    np.testing.assert_array_equal(mask, TextureTransferRenderer(_texture(vertices, faces, image), faces)
+                                  .render(vertices).mask[0])  # nothing left out
+    inside = mask.copy()
+    inside[:, 156:] = False
+    np.testing.assert_array_equal(out.images[0][inside], image[inside])  # the region as the photo shows it
+    outside = out.images[0][45:195, 164:198].astype(int)
+    assert outside[..., 2].max() < 40 and outside[..., 1].min() > 80  # the sheet's colours carried on, no blue
+    with pytest.raises(ValueError):
+        project_source_texture(image, vertices, faces, region=region[:-1])
+
+
+def test_texels_at_the_regions_edge_fade_out_only_where_they_would_be_magnified():
+    """The photo mixes the face's edge with what lies beyond it over a few px: unmagnified (ratio 1) every texel
+    inside the region counts; magnified 2x, those within REGION_EDGE of the side of the edge fade, 4x, three times
+    as many."""
+    vertices, faces, image, _ = two_sheets()
+    region = np.zeros((SIZE, SIZE), bool)
+    region[:, :160] = True
+    renderer = TextureTransferRenderer(project_source_texture(image, vertices, faces, region=region), faces)
+    edge = renderer.edge_px
+    assert edge == pytest.approx(REGION_EDGE * SIZE)
+    depth = torch.tensor([0.0, 1.0, 0.5 * edge, edge, 3 * edge, 10 * edge])
+    np.testing.assert_allclose(renderer._inside(depth, torch.ones(6)).numpy(), [0, 1, 1, 1, 1, 1])
+    np.testing.assert_allclose(renderer._inside(depth, torch.full((6,), 0.5)).numpy(),
+                               [0, 1 / edge, 0.5, 1, 1, 1], atol=1e-6)
+    np.testing.assert_allclose(renderer._inside(depth, torch.full((6,), 0.25)).numpy(),
+                               [0, 1 / (3 * edge), 1 / 6, 1 / 3, 1, 1], atol=1e-6)
+    np.testing.assert_allclose(renderer.region_depth[100, 150:162].numpy(), [10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0],
+                               atol=0.05)

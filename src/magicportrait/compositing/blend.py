@@ -146,7 +146,8 @@ def _local_linear_fill(weights: np.ndarray, weighted_values: np.ndarray, sigma: 
 
 
 def match_colour(foreground: np.ndarray, background: np.ndarray, mask: np.ndarray, band_px: int = 16,
-                 sigma_px: float | None = None) -> np.ndarray:
+                 sigma_px: float | None = None, same_surface: np.ndarray | None = None,
+                 max_difference: float | None = None) -> np.ndarray:
     """The foreground (RGB uint8) with a smooth colour offset so its edge colours match the background's.
 
     Why: a rendered face and the photo it is blended into differ by slow lighting / white-balance changes; a
@@ -158,17 +159,29 @@ def match_colour(foreground: np.ndarray, background: np.ndarray, mask: np.ndarra
     a lighting ramp in the middle of the face; see :func:`_local_linear_fill`). It is computed on a grid of at most
     64 px and upsampled, and clipped to the range ``d`` takes on the band: a low-frequency offset field added to the
     foreground, so detail is kept. Where foreground == background the result is the foreground, exactly. The mask
-    is thresholded at 0.5 (128 for 0/255 uint8 masks).
+    is thresholded at 0.5 (128 for 0/255 uint8 masks). ``same_surface`` (an ``(H, W)`` mask, thresholded alike):
+    where the background shows the same surface as the foreground; only there is the band measured (a face turned
+    away from its old place has window or hair behind its edge, which is no colour for the skin to take on).
+    ``max_difference``: band pixels whose colours differ by more than this in any channel (grey levels) are not
+    measured either (hair over the skin: another surface, not another light).
     """
     foreground = _check_image(foreground, "foreground")
     background = _check_image(background, "background", foreground.shape)
     height, width = foreground.shape[:2]
     band_indicator = _band_inside_edge(_inside(mask, (height, width)), max(1, int(band_px)))
+    if same_surface is not None:
+        band_indicator &= _inside(same_surface, (height, width))
     if not band_indicator.any():
         return foreground.copy()
     difference = _scratch.get("difference", foreground.shape)
     difference.fill(0.0)  # zero outside the band
     cv2.subtract(background, foreground, dst=difference, mask=band_indicator, dtype=cv2.CV_32F)
+    if max_difference is not None:
+        other = np.abs(difference).max(axis=2) > max_difference
+        band_indicator[other] = 0
+        difference[other] = 0.0
+        if not band_indicator.any():
+            return foreground.copy()
     band = _scratch.get("band", (height, width))
     np.copyto(band, band_indicator)
     rows, cols = np.flatnonzero(band.any(axis=1)), np.flatnonzero(band.any(axis=0))

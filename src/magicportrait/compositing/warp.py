@@ -27,11 +27,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from magicportrait.errors import InputError
+
+if TYPE_CHECKING:
+    from magicportrait.compositing.head_motion import DepthMotion
 
 __all__ = ["HeadFrame", "head_follow", "head_weight", "rigid_head_maps", "similarity_2d"]
 
@@ -52,6 +56,9 @@ TAPER_PAST_CHIN = 1.0
 RING_INNER, RING_OUTER = 1.05, 1.35
 _RESIDUAL_SIGMA = 0.35
 HAIR_ABOVE = 1.5
+# The band where the head's motion fades out is at least this many times as wide as the motion there (a smoothstep's
+# steepest slope is 1.5 / width, so the warp's Jacobian stays above 1 - 1.5 / FOLD_MARGIN = 0.25: no fold).
+FOLD_MARGIN = 2.0
 
 
 def _as_points(points: np.ndarray, name: str) -> np.ndarray:
@@ -196,7 +203,8 @@ def head_weight(frame: HeadFrame, image_size: tuple[int, int]) -> np.ndarray:
 
 def rigid_head_maps(source_points: np.ndarray, target_points: np.ndarray, frame: HeadFrame,
                     image_size: tuple[int, int], *, weights: np.ndarray | None = None, border_px: float = 8,
-                    grid_step: int = 8) -> tuple[np.ndarray, np.ndarray]:
+                    grid_step: int = 8, outline: np.ndarray | None = None,
+                    motion: DepthMotion | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Backward maps ``(map_x, map_y)`` (float32 ``(H, W)``) for ``cv2.remap(source, map_x, map_y, INTER_LINEAR)``
     that move the head by the weighted similarity ``S`` of the landmarks ``source -> target`` and hold the body
     still (``frame``: the source's :class:`HeadFrame`; see the module docstring): ``q(p) = p + w (S^-1(p) - p)``,
@@ -206,7 +214,12 @@ def rigid_head_maps(source_points: np.ndarray, target_points: np.ndarray, frame:
 
     Exactly the inverse similarity on the head beyond the ring around the face (away from the border); exactly
     the identity on the body and within ``border_px`` of the border; the landmarks land within a px of their
-    targets. Computed every ``grid_step`` px and upsampled: ~1.5 ms at 512x512 with ~150 points.
+    targets. ``outline``: indices of the points the ring's residual field goes through (default all): the face's
+    outline alone, so that points inside the face, which a turn moves unlike the outline, do not bend the ring
+    around it (those points are what a re-rendered face covers). ``motion``: the head's 3D motion with the
+    source's depth per pixel (:class:`magicportrait.compositing.head_motion.DepthMotion`) in place of ``S`` (the
+    head then moves with parallax, not flat). Computed every ``grid_step`` px and upsampled: ~1.5 ms at 512x512
+    with ~150 points.
     """
     if len(image_size) != 2:
         raise InputError(f"image_size must be (height, width), got {image_size!r}.")
@@ -218,26 +231,28 @@ def rigid_head_maps(source_points: np.ndarray, target_points: np.ndarray, frame:
     if grid_step < 1 or height < 2 or width < 2:
         raise InputError(f"rigid_head_maps needs grid_step >= 1 and an image of at least 2x2 px; got "
                          f"grid_step={grid_step}, image_size={image_size}.")
-    a, b = _similarity_complex(source, target, _as_weights(weights, len(source)))
-    moved_back = ((target[:, 0] + 1j * target[:, 1]) - b) / a
-    residual = source - np.column_stack([moved_back.real, moved_back.imag])
+    inverse = _similarity_inverse(source, target, weights) if motion is None else motion.inverse
+    residual = source - np.column_stack(inverse(target[:, 0], target[:, 1]))
     sigma = max(_RESIDUAL_SIGMA * float(np.max(target.max(0) - target.min(0))), 1.0)
-    field = _ResidualField(target, residual, sigma, float(grid_step))
+    ring_points = slice(None) if outline is None else np.asarray(outline)
+    field = _ResidualField(target[ring_points], residual[ring_points], sigma, float(grid_step))
     xs = _coarse_axis(width, max(2, math.ceil(width / grid_step)))
     ys = _coarse_axis(height, max(2, math.ceil(height / grid_step)))
     grid_x, grid_y = np.meshgrid(xs, ys)
-    preimage = ((grid_x + 1j * grid_y) - b) / a
-    pre_x, pre_y = preimage.real, preimage.imag
+    pre_x, pre_y = inverse(grid_x, grid_y)
     ramp = max(border_px, _BORDER_RAMP * min(height, width))
     # The neck band starts at the lower of the source's and the target's chin (an open jaw lowers it).
     lowered = max(0.0, float(frame.coordinates(target[:, 0], target[:, 1])[1].max()) - frame.chin)
-    low = replace(frame, chin=frame.chin + lowered)
+    low = _widened(replace(frame, chin=frame.chin + lowered), pre_x - grid_x, pre_y - grid_y, pre_x, pre_y)
     head, body_pre = head_follow(low, pre_x, pre_y)
     follow = head * np.minimum(body_pre, head_follow(low, grid_x, grid_y)[1])
     follow *= _border_factor(grid_x, width, border_px, ramp) * _border_factor(grid_y, height, border_px, ramp)
     border = int(math.ceil(border_px))
     identity_x, identity_y = _identity_grid(height, width)
-    ring = (1.0 - smoothstep((frame.radius(pre_x, pre_y) - RING_INNER) / (RING_OUTER - RING_INNER)))
+    # the ring is at least FOLD_MARGIN times as wide as the largest residual it fades out (no fold)
+    ring_width = max(RING_OUTER - RING_INNER, FOLD_MARGIN * float(np.abs(residual[ring_points]).max(initial=0.0))
+                     / float(np.mean(frame.half_size)))
+    ring = (1.0 - smoothstep((frame.radius(pre_x, pre_y) - RING_INNER) / ring_width))
     offset = field.on_grid(xs, ys) * ring[..., None]
     map_x = _upsampled(follow * (pre_x - grid_x + offset[..., 0]), height, width, border)
     map_y = _upsampled(follow * (pre_y - grid_y + offset[..., 1]), height, width, border)
@@ -246,8 +261,38 @@ def rigid_head_maps(source_points: np.ndarray, target_points: np.ndarray, frame:
     return map_x, map_y
 
 
+def _widened(frame: HeadFrame, shift_x: np.ndarray, shift_y: np.ndarray, pre_x: np.ndarray,
+             pre_y: np.ndarray) -> HeadFrame:
+    """``frame`` with the band where the head's motion fades out (``inner`` to ``outer``) widened inward to
+    ``FOLD_MARGIN`` times the largest shift there (``shift``: the head's motion at the grid points whose preimages
+    are ``pre``), so the warp does not fold back on itself (a strand of hair looping) in a large turn: the hair then
+    bends over a wider band instead. Its outer end stays (beyond it the still layer holds the portrait as it is)
+    and its inner end goes no nearer than the ring round the face."""
+    radius = frame.radius(pre_x, pre_y)
+    band = (radius > frame.inner) & (radius < frame.outer)
+    if not band.any():
+        return frame
+    needed = FOLD_MARGIN * float(np.hypot(shift_x[band], shift_y[band]).max()) / float(np.mean(frame.half_size))
+    if needed <= frame.outer - frame.inner:
+        return frame
+    return replace(frame, inner=max(RING_OUTER, min(frame.inner, frame.outer - needed)))
+
+
+def _similarity_inverse(source: np.ndarray, target: np.ndarray, weights: np.ndarray | None):
+    """``(x, y) -> S^-1 (x, y)`` for the weighted similarity ``S`` of ``source -> target``."""
+    a, b = _similarity_complex(source, target, _as_weights(weights, len(source)))
+
+    def inverse(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        moved_back = ((x + 1j * y) - b) / a
+        return moved_back.real, moved_back.imag
+
+    return inverse
+
+
 def _gaussian_1d(coordinates: np.ndarray, centres: np.ndarray, sigma: float) -> np.ndarray:
-    return np.exp(-0.5 * ((coordinates[:, None] - centres[None, :]) / sigma) ** 2)
+    # the exponent is floored: exp below ~1e-308 gives subnormal floats, which make every later operation on them
+    # ~100x slower (e^-80 ~ 2e-35 is nothing next to the fields' soft floors and a point's own weight)
+    return np.exp(np.maximum(-0.5 * ((coordinates[:, None] - centres[None, :]) / sigma) ** 2, -80.0))
 
 
 def _pairwise_gaussian(points: np.ndarray, sigma: float) -> np.ndarray:

@@ -20,6 +20,7 @@ class HeadModel(ABC):
 
     name: str
     faces: np.ndarray  # (F, 3) int64, wound so cross(v1 - v0, v2 - v0) points out of the head
+    face_only: bool = False  # the mesh is the face alone (its rim is the face's outline), not a whole head
 
     @property
     @abstractmethod

@@ -71,6 +71,7 @@ class MediaPipeHeadModel(HeadModel):
     """Open face geometry on MediaPipe's topology: 478 vertices (468 mesh + 10 iris), 852 + 28 eye triangles."""
 
     name = "mediapipe"
+    face_only = True
 
     def __init__(self, neutral: Literal["median", "first"] = "median") -> None:
         """

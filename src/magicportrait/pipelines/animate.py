@@ -340,7 +340,8 @@ class GeometricPipeline:
                                                                                     *bounds, strict=True))
             logger.warning("The driving head turns further from the portrait's pose than a single photo can show in "
                            "%d of %d frames (%s); the rotation there is clamped to %s degrees "
-                           "(--geometric-max-yaw/-pitch/-roll, --geometric-max-hidden-turn).", int(clamped.sum()),
+                           "(--geometric-max-yaw/-pitch/-roll, --geometric-max-hidden-turn, "
+                           "--geometric-max-turned).", int(clamped.sum()),
                            len(clamped), frame_ranges(np.flatnonzero(clamped)), ranges)
         return replace(motion, aligned=aligned)
 

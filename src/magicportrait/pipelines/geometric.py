@@ -32,6 +32,7 @@ from magicportrait.heads import HeadModel
 from magicportrait.types import HeadTrack, SourceFace
 
 logger = logging.getLogger(__name__)
+COLOUR_MATCH_LIMIT = 40.0  # grey levels: a bigger difference at the face's edge is hair or background, not light
 GHOST_FADE_DEGREES = 4.0  # over this turn the source's face beyond the re-rendered part fades into the backdrop
 SOURCE_TURN_WARNING_DEGREES = 30.0  # a 3/4 view hides enough of the face to say so
 FACE_REGION_MARGIN = 0.01  # the re-rendered part of the head: the face outline grown by this fraction of the crop
@@ -44,15 +45,18 @@ LIPS = (0, 17, 37, 84, 267, 314, 13, 14)  # points on the lips, for the mouth ca
 PERSON_ON_FACE = 0.5  # the person mask's mean weight over the face below which it is not trusted
 
 
-def _warp_points() -> np.ndarray:
+def _warp_points() -> tuple[np.ndarray, np.ndarray]:
     """The landmarks that drive the 2D warp: the face outline and every 6th mesh point (the warp's cost grows
-    with the number of points; these pin the outline exactly and the rigid pose well)."""
+    with the number of points; these give the rigid pose well), and which of them are the outline (the ring around
+    the face follows those exactly)."""
     from magicportrait.heads.mediapipe_topology import landmark_groups
 
-    return np.unique(np.concatenate([landmark_groups()["face_oval"], np.arange(0, 468, 6)]))
+    oval = landmark_groups()["face_oval"]
+    points = np.unique(np.concatenate([oval, np.arange(0, 468, 6)]))
+    return points, np.flatnonzero(np.isin(points, oval))
 
 
-WARP_POINTS = _warp_points()
+WARP_POINTS, WARP_OUTLINE = _warp_points()
 
 
 @dataclass
@@ -74,6 +78,8 @@ class GeometricConfig:
                                      "this many face half-heights.")
     segment: bool = option(True, "Find the person in the portrait (selfie segmentation) so the background behind "
                                  "the hair stays still; off: everything near the head moves with it.")
+    parallax: bool = option(True, "Move the hair and ears with the head's 3D turn (the face slides in front of "
+                                  "the hair, which turns about the neck); off: flat, with the face's 2D motion.")
     max_yaw: float = option(45.0, "Largest head turn left/right away from the portrait's own pose, degrees "
                                   "(a photo shows one side of a head; the driving pose is clamped beyond this).")
     max_pitch: float = option(30.0, "Largest nod up/down away from the portrait's pose, degrees.")
@@ -81,6 +87,9 @@ class GeometricConfig:
                                           "toward the side it hides, degrees (that side is only guessed from the "
                                           "skin around it, and smears when shown large).")
     max_roll: float = option(45.0, "Largest tilt in the image plane away from the portrait's pose, degrees.")
+    max_turned: float = option(40.0, "Largest yaw of the result's head away from the camera, degrees (further, "
+                                     "the far cheek hides behind the nose and the near side shows what a photo "
+                                     "taken less turned did not; a portrait turned further keeps its own yaw).")
     chunk_size: int = option(8, "Frames rendered per batch.")
 
     def __post_init__(self) -> None:
@@ -94,6 +103,7 @@ class GeometricConfig:
         for name in ("max_yaw", "max_pitch", "max_roll"):
             check_range(self, name, 0, 180, low_open=True)
         check_range(self, "max_hidden_turn", 0, 180)
+        check_range(self, "max_turned", 0, 90, low_open=True)
         check_at_least(self, 1, "chunk_size")
 
     @property
@@ -102,10 +112,14 @@ class GeometricConfig:
 
     def rotation_bounds(self, source_euler_degrees: np.ndarray) -> np.ndarray:
         """`(2, 3)` lower and upper (yaw, pitch, roll) turn away from a portrait whose own pose is
-        ``source_euler_degrees``: +-the max_* limits, but for a yaw or pitch beyond ``SOURCE_TURN_WARNING_DEGREES``
-        only ``max_hidden_turn`` back toward the side the portrait hides (its sign is the opposite of the pose's)."""
+        ``source_euler_degrees``: +-the max_* limits, and no further than a yaw of ``max_turned`` from the camera
+        (or the portrait's own, if larger); for a yaw or pitch beyond ``SOURCE_TURN_WARNING_DEGREES`` only
+        ``max_hidden_turn`` back toward the side the portrait hides (its sign is the opposite of the pose's)."""
         upper = np.array(self.rotation_limits, np.float64)
         bounds = np.stack([-upper, upper])
+        yaw = float(source_euler_degrees[0])  # a turn adds to it (its own sign: away from the camera)
+        bounds[0, 0] = max(bounds[0, 0], min(0.0, -self.max_turned - yaw))
+        bounds[1, 0] = min(bounds[1, 0], max(0.0, self.max_turned - yaw))
         for axis in (0, 1):
             angle = float(source_euler_degrees[axis])
             if abs(angle) > SOURCE_TURN_WARNING_DEGREES:
@@ -141,20 +155,25 @@ class GeometricGenerator:
         # closed eyes in the portrait stay closed (the driving blinks would open its lash line into black slits)
         self.eye_hold = eye_hold_weights(head_model, source) if eyes_closed(source) else None
         size = source.crop.shape[0]
+        landmarks = source.track.landmarks[0]
         vertices = head_model.posed_vertices(source.head)[0]
+        # The portrait's face is textured only from inside its own outline: a fitted mesh reaching past it would
+        # carry background or hair along with the face.
         self.texture = project_source_texture(source.crop, vertices, head_model.faces,
-                                              perspective=source.head.camera == "perspective")
+                                              perspective=source.head.camera == "perspective",
+                                              region=face_texture_region(landmarks, size))
         rest = head_model.shape_vertices(source.head.identity, np.zeros_like(source.head.expression[:1]),
                                          _neutral_joints(source.head))[0]
+        drawn = head_model.faces if head_model.face_only else face_region_faces(
+            head_model.faces, vertices, landmarks, size, zbuffer=self.texture.zbuffer)
         self.renderer = TextureTransferRenderer(
-            self.texture, face_region_faces(head_model.faces, vertices, source.track.landmarks[0], size,
-                                            zbuffer=self.texture.zbuffer),
+            self.texture, drawn,
             mouth_faces=mouth_cavity_faces(head_model.mouth_loop(), rest), rest_vertices=rest,
             template_vertices=_template(head_model, rest),
-            cavity_colour=cavity_colour(source.crop, source.track.landmarks[0]),
+            cavity_colour=cavity_colour(source.crop, landmarks),
             device=device)
         face_mask = self.renderer.render(vertices[None]).mask[0]  # the re-rendered part, where the source has it
-        oval = face_oval_mask(source.track.landmarks[0], face_mask.shape)
+        oval = face_oval_mask(landmarks, face_mask.shape)
         self.backdrop = paint_out(source.crop, face_mask | oval)
         self.source_face = cv2.dilate(face_mask.astype(np.float32), np.ones((5, 5), np.float32))
         # The source's own face beyond the re-rendered part (a 3/4 view's far eye and cheek edge, which the renderer
@@ -163,9 +182,16 @@ class GeometricGenerator:
         self.beyond_face = np.clip(cv2.dilate(oval.astype(np.float32), np.ones((5, 5), np.float32))
                                    - self.source_face, 0.0, 1.0)
         self.source_rotation = axis_angle_to_matrix(source.head.rotation[0].astype(np.float64))
-        self.source_points = head_model.landmarks(vertices[None])[0, WARP_POINTS, :2].astype(np.float64)
+        self.source_xyz = head_model.landmarks(vertices[None])[0, WARP_POINTS].astype(np.float64)
+        self.source_points = self.source_xyz[:, :2]
         self.point_weights = rigid_point_weights(load_canonical_face()[0])[WARP_POINTS]
         self.layers = self._head_layers(source.crop, face_mask)
+        self.depth = None
+        if self.config.parallax:
+            from magicportrait.compositing.head_motion import head_depth
+
+            self.depth = head_depth(self.texture.zbuffer, float(head_pivot(head_model, source, rest)[2]),
+                                    float(np.mean(self.head_frame.half_size)))
         self.feather_px = self.config.feather * size
         grow = max(1, round(self.feather_px))
         self.cover_kernel = np.ones((2 * grow + 1, 2 * grow + 1), np.float32)
@@ -192,12 +218,12 @@ class GeometricGenerator:
     def _composite(self, face: np.ndarray, mask: np.ndarray, points: np.ndarray, turn: float = 0.0) -> np.ndarray:
         from magicportrait.compositing import feather_mask, laplacian_blend, match_colour
 
-        background = self._background(mask, points, turn)
+        background, old_face = self._background(mask, points, turn)
         if not mask.any():  # the head left the crop: the background alone, never a black frame
             return background
         face = np.where(mask[..., None], face, background)
-        if self.config.colour_match:
-            face = match_colour(face, background, mask)
+        if self.config.colour_match:  # matched only where the background still shows the portrait's face
+            face = match_colour(face, background, mask, same_surface=old_face, max_difference=COLOUR_MATCH_LIMIT)
         soft = feather_mask(mask, self.feather_px)
         if self.config.blend == "laplacian":
             return laplacian_blend(face, background, soft)
@@ -223,39 +249,48 @@ class GeometricGenerator:
         self.head_frame = frame
         return head_layers(crop, frame, person, face=face_mask)
 
-    def _background(self, mask: np.ndarray, points: np.ndarray, turn: float = 0.0) -> np.ndarray:
+    def _background(self, mask: np.ndarray, points: np.ndarray, turn: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """The head moved rigidly over the still layer; where the source's face moved to but the new face does not
         cover (a turn narrows the face), the painted-out backdrop instead of a second face edge; once the head turns
-        (``turn`` degrees from the portrait's pose), the same for the source's face beyond the re-rendered part."""
+        (``turn`` degrees from the portrait's pose), the same for the source's face beyond the re-rendered part.
+        Also returns where the result shows the source's re-rendered face moved (float32 ``(H, W)``)."""
         from magicportrait.compositing import rigid_head_maps
 
+        motion = None
+        if self.depth is not None:
+            from magicportrait.compositing.head_motion import DepthMotion
+
+            motion = DepthMotion.fit(self.source_xyz, points, self.depth, self.point_weights)
         map_x, map_y = rigid_head_maps(self.source_points, points, self.head_frame, mask.shape,
-                                       weights=self.point_weights)
+                                       weights=self.point_weights, outline=WARP_OUTLINE, motion=motion)
         moved = self.layers.move(map_x, map_y)
-        old_face = self.source_face
+        source_face = cv2.remap(self.source_face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        old_face = source_face
         fade = min(1.0, turn / GHOST_FADE_DEGREES)
         if fade > 0.0:
-            old_face = np.maximum(old_face, fade * self.beyond_face)
-        old_face = cv2.remap(old_face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            beyond = cv2.remap(self.beyond_face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            old_face = np.maximum(old_face, fade * beyond)
         uncovered = old_face * (1.0 - cv2.dilate(mask.astype(np.float32), self.cover_kernel))
         if uncovered.any():
             backdrop = cv2.remap(self.backdrop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            weight = cv2.GaussianBlur(uncovered, (0, 0), max(self.feather_px / 2, 0.5))[..., None]
-            moved += weight * (backdrop - moved)  # the face moves with alpha 1: the premultiplied layer is its colour
-        return self.layers.compose(moved, map_x, map_y)
+            weight = cv2.GaussianBlur(uncovered, (0, 0), max(self.feather_px / 2, 0.5))
+            moved += weight[..., None] * (backdrop - moved)  # the face moves with alpha 1: its colour, premultiplied
+            source_face = source_face * (1.0 - weight)
+        return self.layers.compose(moved, map_x, map_y), source_face
 
 
 def face_region_faces(faces: np.ndarray, vertices: np.ndarray, landmarks: np.ndarray, size: int,
                       margin: float = FACE_REGION_MARGIN, zbuffer: np.ndarray | None = None) -> np.ndarray:
-    """The mesh triangles whose corners all lie inside the portrait's face outline (grown by ``margin`` of the
-    crop side).
+    """The triangles of a whole-head mesh whose corners all lie inside the portrait's face outline (grown by
+    ``margin`` of the crop side).
 
     Only those are re-rendered: a head model that covers more than the face (FLAME's scalp, ears and neck) has its
     texture there from hair, background or clothes, which would smear as the head turns; the 2D warp moves those
-    parts instead. The open geometry is the face outline itself, so it is kept whole. For a model that covers more,
-    with the source's ``zbuffer`` given, the triangles near the outline that the portrait saw edge-on or not at all
-    go to the 2D warp too (FLAME's forehead curving back under the hair, the far cheek of a turned face): filled in
-    the re-rendered face, they would stamp a patch of skin over hair or beside the warped far side.
+    parts instead. (A mesh of the face alone, ``HeadModel.face_only``, is re-rendered whole: dropping its triangles
+    would leave holes in the face.) With the source's ``zbuffer`` given, the triangles near the outline that the
+    portrait saw edge-on or not at all go to the 2D warp too (FLAME's forehead curving back under the hair, the far
+    cheek of a turned face): filled in the re-rendered face, they would stamp a patch of skin over hair or beside the
+    warped far side.
     """
     from magicportrait.rendering.appearance import face_region_mask
 
@@ -275,6 +310,28 @@ def face_region_faces(faces: np.ndarray, vertices: np.ndarray, landmarks: np.nda
     facing = np.abs(normal[:, 2]) / np.maximum(np.linalg.norm(normal, axis=1), 1e-12)
     doubtful = band[kept].any(axis=1) & ((facing < EDGE_MIN_FACING) | ~seen[kept].all(axis=1))
     return kept[~doubtful]
+
+
+def face_texture_region(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """`(size, size)` bool: where the portrait shows its face: inside the face outline, and inside the hull of all
+    the landmarks (a turned face's nose and lips stand out beyond its outline)."""
+    from magicportrait.rendering.appearance import face_region_mask
+
+    hull = cv2.convexHull(np.round(np.asarray(landmarks)[:, :2] - 0.5).astype(np.int32))
+    region = face_region_mask(landmarks, (size, size)).astype(np.uint8)
+    return cv2.fillConvexPoly(region, hull, 1).astype(bool)
+
+
+def head_pivot(head_model: HeadModel, source: SourceFace, rest: np.ndarray) -> np.ndarray:
+    """``(x, y, z)`` image space: where the portrait's head turns, between its ears (``rest``: the head at rest in
+    the model frame, z into the head): the face outline's centre moved back to the depth of its deepest points,
+    posed like the portrait."""
+    from magicportrait.heads.base import project_to_image
+    from magicportrait.heads.mediapipe_topology import landmark_groups
+
+    outline = head_model.landmarks(rest[None])[0, landmark_groups()["face_oval"]].astype(np.float64)
+    pivot = np.array([outline[:, 0].mean(), outline[:, 1].mean(), outline[:, 2].max()])
+    return project_to_image(pivot[None, None], source.head)[0, 0].astype(np.float64)
 
 
 def _template(head_model: HeadModel, rest: np.ndarray) -> np.ndarray:

@@ -44,6 +44,9 @@ the source pixels there mix both surfaces (a bright line of the nose's edge smea
 MIN_FACING = 0.1
 """Surface seen more obliquely than this (|normal z|) counts as this steep in the occlusion test."""
 
+REGION_EDGE = 0.008
+"""Width (fraction of the source side) over which the photo mixes the face's edge with what lies beyond it."""
+
 STRETCH_LIMITS = (0.25, 0.5)
 """A texel seen at a grazing angle in the source but more frontally in the output is stretched (silhouette texels
 of the source turn into streaks of hair or background): it counts as seen fully while its foreshortening ratio
@@ -66,6 +69,10 @@ class SourceTexture:
         fallback_colour: `(3,)` float32 in [0, 1], the median colour of the visible face (the fill if the source
             saw none of the mesh; sets the brightness of the mouth interior's teeth hint).
         perspective: whether the source vertices come from a perspective camera (z proportional to depth).
+        region: optional `(H, W)` bool, where ``image`` shows this mesh's surface (the face inside its outline);
+            surface points that project outside it (a fitted cheek reaching past the real one, onto background or
+            hair) count as unseen: drawn from the fill, like the far side of a turned face. None: wherever the mesh
+            is.
     """
 
     image: np.ndarray
@@ -74,19 +81,25 @@ class SourceTexture:
     zbuffer: np.ndarray
     fallback_colour: np.ndarray
     perspective: bool = False
+    region: np.ndarray | None = None
 
 
 def project_source_texture(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
-                           perspective: bool = False) -> SourceTexture:
-    """Texture the mesh ``faces`` with ``image`` through its fitted source pose ``vertices`` `(V, 3)` image space."""
+                           perspective: bool = False, region: np.ndarray | None = None) -> SourceTexture:
+    """Texture the mesh ``faces`` with ``image`` through its fitted source pose ``vertices`` `(V, 3)` image space;
+    ``region``: see :class:`SourceTexture`."""
     image = np.ascontiguousarray(image)
     vertices = np.asarray(vertices, np.float32)
     fg = rasterize_foreground(vertices[None], faces, image.shape[:2])
     zbuffer = fg.scatter(fg.zbuf.float(), float("inf"))[0].numpy()
-    seen = image[np.isfinite(zbuffer)]
+    if region is not None:
+        region = np.asarray(region, bool)
+        if region.shape != image.shape[:2]:
+            raise ValueError(f"region is {region.shape}, the image {image.shape[:2]}.")
+    seen = image[np.isfinite(zbuffer) & (True if region is None else region)]
     fallback = np.median(seen, axis=0) / 255.0 if len(seen) else np.full(3, 0.5)
     return SourceTexture(image=image, uv=vertices[:, :2].copy(), depth=vertices[:, 2].copy(), zbuffer=zbuffer,
-                         fallback_colour=fallback.astype(np.float32), perspective=perspective)
+                         fallback_colour=fallback.astype(np.float32), perspective=perspective, region=region)
 
 
 def mouth_cavity_faces(loop: np.ndarray, rest_vertices: np.ndarray) -> np.ndarray:
@@ -144,6 +157,11 @@ class TextureTransferRenderer:
         zbuffer = np.minimum(texture.zbuffer, EMPTY_DEPTH).astype(np.float32)
         self.zbuffer = torch.as_tensor(zbuffer, device=self.device)
         self.near_zbuffer = self._occlusion_zbuffer(zbuffer)
+        self.region_depth = None  # px inside the region's edge, per source pixel (0 outside)
+        if texture.region is not None:
+            depth_px = cv2.distanceTransform(texture.region.astype(np.uint8), cv2.DIST_L2, 5)
+            self.region_depth = torch.as_tensor(depth_px, device=self.device)
+        self.edge_px = REGION_EDGE * max(texture.image.shape[:2])
         source_vertices = torch.cat([self.uv, self.depth[:, None]], 1)
         self.head_faces = self.faces[:self.num_head_faces]
         self.source_facing = vertex_normals(source_vertices, self.head_faces)[:, 2].abs()
@@ -223,7 +241,8 @@ class TextureTransferRenderer:
         return gap.sub_(self.tolerance).div_(self.tolerance).clamp_(0, 1)
 
     def _surface_colours(self, fg, corners: torch.Tensor, bary: torch.Tensor, facing: torch.Tensor) -> torch.Tensor:
-        """`(K, 3)` colours: the source where it saw the point, faded into the fill atlas where it did not.
+        """`(K, 3)` colours: the source where it saw the point (inside the texture's region), faded into the fill
+        atlas where it did not.
 
         ``facing``: `(K,)` |normal z| of the surface in the output view (for the stretch test). Texels the occlusion
         margin hides are checked against the output (:meth:`_output_edges`): a few, so that stays cheap.
@@ -248,7 +267,8 @@ class TextureTransferRenderer:
         (0: hidden in the source, or seen there so obliquely that it would be stretched, see STRETCH_LIMITS).
 
         Texels within the occlusion margin of a nearer surface's edge in the source count as hidden; with
-        ``exact``, also returns the visibility without that margin (both with the stretch test)."""
+        ``exact``, also returns the visibility without that margin (both with the stretch test). Outside the
+        texture's region nothing counts as seen."""
         uv, depth = self.uv[corners], self.depth[corners]  # (K, 3, 2), (K, 3)
         screen = _projected_weights(bary, depth) if self.texture.perspective else bary
         position = torch.einsum("kc,kcd->kd", screen, uv)
@@ -265,12 +285,25 @@ class TextureTransferRenderer:
         ratio = source_facing / facing.clamp_min(1e-6)
         low, high = STRETCH_LIMITS
         stretch = ((ratio - low) / (high - low)).clamp_(0, 1)
+        inside = None if self.region_depth is None else self._inside(self.region_depth.view(-1)[flat], ratio)
         frame = torch.zeros(len(position), dtype=torch.int64, device=self.device)
         colours = sample_texture_foreground(self.image, position, frame)
+        seen.mul_(stretch)
+        if inside is not None:  # outside the region the source shows something else there (background, hair)
+            seen.mul_(inside)
         if not exact:
-            return colours, seen.mul_(stretch)
+            return colours, seen
         unmargined = (self.zbuffer.view(-1)[flat] - z).add_(2 * self.tolerance).div_(self.tolerance).clamp_(0, 1)
-        return colours, seen.mul_(stretch), unmargined.mul_(stretch)
+        unmargined.mul_(stretch)
+        return colours, seen, unmargined if inside is None else unmargined.mul_(inside)
+
+    def _inside(self, depth_px: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        """`(K,)` in [0, 1]: how much a texel ``depth_px`` inside the region's edge counts as the face. The photo
+        mixes the face's edge with what lies beyond it over a few px; magnified (``ratio`` < 1: seen more
+        frontally than in the source), that mix would spread into a band of background colour along the face's
+        edge, so the texels near the edge fade out over ``REGION_EDGE`` times the magnification less one."""
+        band = (self.edge_px * (1.0 / ratio.clamp_min(1e-3) - 1.0)).clamp_min(1e-6)
+        return (depth_px / band).clamp_(0, 1)
 
     def _teeth_alpha(self, verts: torch.Tensor) -> torch.Tensor:
         """`(N, M)` weight of the source mouth texture per mouth triangle (1: source area enough, 0: interior)."""
