@@ -171,17 +171,15 @@ def match_colour(foreground: np.ndarray, background: np.ndarray, mask: np.ndarra
     band_indicator = _band_inside_edge(_inside(mask, (height, width)), max(1, int(band_px)))
     if same_surface is not None:
         band_indicator &= _inside(same_surface, (height, width))
+    if max_difference is not None:
+        channels = cv2.split(cv2.absdiff(background, foreground))
+        largest = cv2.max(cv2.max(channels[0], channels[1]), channels[2])
+        band_indicator &= (largest <= max_difference).view(np.uint8)
     if not band_indicator.any():
         return foreground.copy()
     difference = _scratch.get("difference", foreground.shape)
     difference.fill(0.0)  # zero outside the band
     cv2.subtract(background, foreground, dst=difference, mask=band_indicator, dtype=cv2.CV_32F)
-    if max_difference is not None:
-        other = np.abs(difference).max(axis=2) > max_difference
-        band_indicator[other] = 0
-        difference[other] = 0.0
-        if not band_indicator.any():
-            return foreground.copy()
     band = _scratch.get("band", (height, width))
     np.copyto(band, band_indicator)
     rows, cols = np.flatnonzero(band.any(axis=1)), np.flatnonzero(band.any(axis=0))

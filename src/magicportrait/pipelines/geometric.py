@@ -181,6 +181,7 @@ class GeometricGenerator:
         # or a second outline, so once the head turns it fades into the backdrop.
         self.beyond_face = np.clip(cv2.dilate(oval.astype(np.float32), np.ones((5, 5), np.float32))
                                    - self.source_face, 0.0, 1.0)
+        self.face_parts = np.dstack([self.source_face, self.beyond_face])  # both moved by one remap per frame
         self.source_rotation = axis_angle_to_matrix(source.head.rotation[0].astype(np.float64))
         self.source_xyz = head_model.landmarks(vertices[None])[0, WARP_POINTS].astype(np.float64)
         self.source_points = self.source_xyz[:, :2]
@@ -264,12 +265,12 @@ class GeometricGenerator:
         map_x, map_y = rigid_head_maps(self.source_points, points, self.head_frame, mask.shape,
                                        weights=self.point_weights, outline=WARP_OUTLINE, motion=motion)
         moved = self.layers.move(map_x, map_y)
-        source_face = cv2.remap(self.source_face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        faces = cv2.remap(self.face_parts, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        source_face = faces[..., 0]
         old_face = source_face
         fade = min(1.0, turn / GHOST_FADE_DEGREES)
         if fade > 0.0:
-            beyond = cv2.remap(self.beyond_face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-            old_face = np.maximum(old_face, fade * beyond)
+            old_face = np.maximum(old_face, fade * faces[..., 1])
         uncovered = old_face * (1.0 - cv2.dilate(mask.astype(np.float32), self.cover_kernel))
         if uncovered.any():
             backdrop = cv2.remap(self.backdrop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
