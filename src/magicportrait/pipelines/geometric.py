@@ -314,13 +314,10 @@ def face_region_faces(faces: np.ndarray, vertices: np.ndarray, landmarks: np.nda
 
 
 def face_texture_region(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """`(size, size)` bool: where the portrait shows its face: inside the face outline, and inside the hull of all
-    the landmarks (a turned face's nose and lips stand out beyond its outline)."""
-    from magicportrait.rendering.appearance import face_region_mask
-
+    """`(size, size)` bool: where the portrait shows its face: the hull of all its landmarks (the face outline, and
+    the nose and lips of a turned face, which stand out beyond it)."""
     hull = cv2.convexHull(np.round(np.asarray(landmarks)[:, :2] - 0.5).astype(np.int32))
-    region = face_region_mask(landmarks, (size, size)).astype(np.uint8)
-    return cv2.fillConvexPoly(region, hull, 1).astype(bool)
+    return cv2.fillConvexPoly(np.zeros((size, size), np.uint8), hull, 1).astype(bool)
 
 
 def head_pivot(head_model: HeadModel, source: SourceFace, rest: np.ndarray) -> np.ndarray:
