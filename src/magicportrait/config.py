@@ -28,6 +28,7 @@ from magicportrait.errors import InputError
 INPUT = "input"
 FACE = "face choice and tracking"
 MOTION = "motion"
+MOTION_EDIT = "motion editing"
 HEAD_MODEL = "head model / FLAME"
 GUIDANCE = "guidance maps"
 GENERATOR = "generator and weights"
@@ -36,7 +37,8 @@ SAMPLER = "diffusion sampler"
 EVALUATION = "evaluation"
 DATASET = "dataset preparation"
 OUTPUT = "output"
-HELP_GROUPS = (INPUT, FACE, MOTION, HEAD_MODEL, GUIDANCE, GENERATOR, GEOMETRIC, SAMPLER, EVALUATION, DATASET, OUTPUT)
+HELP_GROUPS = (INPUT, FACE, MOTION, MOTION_EDIT, HEAD_MODEL, GUIDANCE, GENERATOR, GEOMETRIC, SAMPLER, EVALUATION,
+               DATASET, OUTPUT)
 
 
 def option(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - mirrors argparse's name

@@ -88,11 +88,13 @@ def test_animate_help_is_grouped(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     sections = _help_sections(text)
-    expected = ["options", "input", "face choice and tracking", "motion", "head model / FLAME", "guidance maps",
+    expected = ["options", "input", "face choice and tracking", "motion", "motion editing", "head model / FLAME",
+                "guidance maps",
                 "generator and weights", "geometric generator", "diffusion sampler", "output"]
     assert list(sections) == expected
     where = {"--source": "input", "--max-frames": "input", "--face": "face choice and tracking",
-             "--max-faces": "face choice and tracking", "--smoothing": "motion", "--flame": "head model / FLAME",
+             "--max-faces": "face choice and tracking", "--smoothing": "motion", "--edit-yaw": "motion editing",
+             "--edit-frames": "motion editing", "--flame": "head model / FLAME",
              "--flame-camera": "head model / FLAME", "--appearance-robust-loss": "guidance maps",
              "--weights": "generator and weights", "--geometric-blend": "geometric generator",
              "--steps": "diffusion sampler", "--prompt": "diffusion sampler", "--output": "output",

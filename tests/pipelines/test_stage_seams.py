@@ -130,3 +130,24 @@ def test_a_track_without_provenance_is_refused(example, animated, tmp_path, caps
     code = main(["animate", "-s", str(example[0]), "-m", str(tmp_path / "bare.npz"), "-o", str(tmp_path / "out"),
                  *FAST])
     assert code == 2 and "does not say which portrait" in capsys.readouterr().err
+
+
+def test_motion_edits_apply_to_a_saved_motion_and_are_saved(example, animated, tmp_path):
+    """--edit-* on a reused motion: the head holds the portrait's yaw, the eyes close in frames 2..4 only, and the
+    edited track saved beside the result renders again with --motion."""
+    from magicportrait.geometry.rotations import axis_angle_to_matrix, matrix_to_euler_degrees
+
+    output = tmp_path / "edited"
+    assert main(["animate", "-s", str(example[0]), "-m", str(animated / "aligned_head.npz"), "-o", str(output),
+                 *FAST, "--edit-yaw", "0", "--edit-eyes", "0", "--edit-frames", "2:5", "--edit-ramp", "0"]) == 0
+    edited = HeadTrack.load(output / "aligned_head.npz")
+    source = SourceFace.load(output / "source_face.npz")
+    assert edited.extras["motion_edit"]["yaw"] == 0 and edited.extras["motion_edit"]["frames"] == "2:5"
+    relative = axis_angle_to_matrix(edited.rotation) @ axis_angle_to_matrix(source.head.rotation[0]).T
+    np.testing.assert_allclose(matrix_to_euler_degrees(relative)[:, 0], 0, atol=1e-3)
+    original = HeadTrack.load(animated / "aligned_head.npz")
+    changed = np.abs(edited.expression - original.expression).max(axis=1)
+    assert (changed[2:5] > 1e-3).all()  # eyes closed there
+    np.testing.assert_allclose(edited.expression[[0, 1, 5]], 0, atol=1e-6)  # the portrait's own (open geometry)
+    assert main(["animate", "-s", str(example[0]), "-m", str(output / "aligned_head.npz"), "-o",
+                 str(tmp_path / "again"), *FAST]) == 0

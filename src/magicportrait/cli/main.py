@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from magicportrait import __version__
 from magicportrait.cli.args import add_config_arguments, argument_group, config_from_args, positive_int
+from magicportrait.cli.retarget import add_retarget_command
 from magicportrait.config import INPUT, OUTPUT
 from magicportrait.console import NORMAL, QUIET, VERBOSE, console
 from magicportrait.errors import MagicPortraitError, OutputError
@@ -24,7 +25,8 @@ GENERATE_SKIPS = ("backend", "paste_back", "max_output_size", "write_result_fram
 # Commands whose -o is a folder, with the file in it a user most likely wants (for the error below).
 FOLDER_OUTPUTS = {"guide": "preview.mp4", "animate": "result.mp4", "demo": "result.mp4", "generate": "result.mp4",
                   "evaluate": "metrics.md",
-                  "benchmark": "summary.md", "prepare": "manifest.json", "example": "source.png"}
+                  "benchmark": "summary.md", "prepare": "manifest.json", "example": "source.png",
+                  "retarget": "result.png"}
 # Names that look like a file: a folder called result.mp4 would only confuse.
 FILE_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".gif", ".png", ".jpg", ".jpeg", ".webp", ".bmp",
                  ".tif", ".tiff", ".npz", ".json", ".md")
@@ -340,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                help="Picture to write, e.g. faces.png.")
     add_config_arguments(faces, TrackerConfig, skip=FACES_SKIPS)
     faces.set_defaults(handler=_faces)
+
+    add_retarget_command(commands)
 
     example = commands.add_parser("example", help="Write the bundled example (source.png, driving.mp4).")
     example.add_argument("--output", "-o", required=True, help="Output folder.")

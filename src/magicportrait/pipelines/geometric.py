@@ -19,7 +19,7 @@ Per frame, in the source's square face crop:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import cv2
@@ -206,9 +206,18 @@ class GeometricGenerator:
             vertices = hold_eyes(self.head_model, head, self.source, vertices, self.eye_hold)
         faces = self.renderer.render(vertices)
         points = self.head_model.landmarks(vertices)[:, WARP_POINTS, :2]
+        rigid = self._rigid_points(head)
         turns = self._turn_degrees(head)
-        return np.stack([self._composite(faces.images[i], faces.mask[i], points[i], turns[i])
+        return np.stack([self._composite(faces.images[i], faces.mask[i], points[i], turns[i], rigid[i])
                          for i in range(len(vertices))])
+
+    def _rigid_points(self, head: HeadTrack) -> np.ndarray:
+        """`(T, P, 2)` the warp points of the portrait's own face (its expression) in each frame's pose: the head's
+        rigid motion, which an opening jaw or a smile must not change (the hair would move with the mouth)."""
+        count = head.num_frames
+        own = replace(head, expression=np.repeat(self.source.head.expression[:1], count, axis=0),
+                      joint_rotations=np.repeat(self.source.head.joint_rotations[:1], count, axis=0))
+        return self.head_model.landmarks(self.head_model.posed_vertices(own))[:, WARP_POINTS, :2]
 
     def _turn_degrees(self, head: HeadTrack) -> np.ndarray:
         """`(T,)` angle of each frame's head rotation away from the portrait's own, degrees."""
@@ -216,10 +225,11 @@ class GeometricGenerator:
         cosine = (np.trace(relative, axis1=-2, axis2=-1) - 1.0) / 2.0
         return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
 
-    def _composite(self, face: np.ndarray, mask: np.ndarray, points: np.ndarray, turn: float = 0.0) -> np.ndarray:
+    def _composite(self, face: np.ndarray, mask: np.ndarray, points: np.ndarray, turn: float = 0.0,
+                   rigid: np.ndarray | None = None) -> np.ndarray:
         from magicportrait.compositing import feather_mask, laplacian_blend, match_colour
 
-        background, old_face = self._background(mask, points, turn)
+        background, old_face = self._background(mask, points, turn, rigid)
         if not mask.any():  # the head left the crop: the background alone, never a black frame
             return background
         face = np.where(mask[..., None], face, background)
@@ -250,18 +260,21 @@ class GeometricGenerator:
         self.head_frame = frame
         return head_layers(crop, frame, person, face=face_mask)
 
-    def _background(self, mask: np.ndarray, points: np.ndarray, turn: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    def _background(self, mask: np.ndarray, points: np.ndarray, turn: float = 0.0,
+                    rigid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The head moved rigidly over the still layer; where the source's face moved to but the new face does not
         cover (a turn narrows the face), the painted-out backdrop instead of a second face edge; once the head turns
         (``turn`` degrees from the portrait's pose), the same for the source's face beyond the re-rendered part.
-        Also returns where the result shows the source's re-rendered face moved (float32 ``(H, W)``)."""
+        Also returns where the result shows the source's re-rendered face moved (float32 ``(H, W)``). ``rigid``: the
+        warp points at the head's pose without its expression, which the hair's depth motion follows."""
         from magicportrait.compositing import rigid_head_maps
 
         motion = None
         if self.depth is not None:
             from magicportrait.compositing.head_motion import DepthMotion
 
-            motion = DepthMotion.fit(self.source_xyz, points, self.depth, self.point_weights)
+            motion = DepthMotion.fit(self.source_xyz, points if rigid is None else rigid, self.depth,
+                                     self.point_weights)
         map_x, map_y = rigid_head_maps(self.source_points, points, self.head_frame, mask.shape,
                                        weights=self.point_weights, outline=WARP_OUTLINE, motion=motion)
         moved = self.layers.move(map_x, map_y)

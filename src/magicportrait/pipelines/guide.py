@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from magicportrait.alignment import AlignmentConfig
+from magicportrait.alignment import AlignmentConfig, MotionEdit
 from magicportrait.config import (
     FACE,
     GUIDANCE,
@@ -78,6 +78,7 @@ class GuideConfig:
     show_progress: bool = option(True, "Show progress bars.")
     head: HeadModelConfig = field(default_factory=HeadModelConfig)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    edit: MotionEdit = field(default_factory=MotionEdit, metadata={"prefix": "edit_"})
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     appearance: AppearanceConfig = field(default_factory=AppearanceConfig, metadata={"prefix": "appearance_"})
 

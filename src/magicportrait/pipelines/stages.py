@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from magicportrait.alignment import align_to_source
+from magicportrait.alignment import align_to_source, edit_motion
 from magicportrait.errors import InputError
 from magicportrait.heads import HeadModel
 from magicportrait.rendering.appearance import source_appearance
@@ -81,10 +81,10 @@ def align_motion(head_model: HeadModel, source: SourceFace, driving: Track, conf
     """Structured Face Alignment: the source's identity performing the driving motion, at the source's face; the
     result records which portrait, crop and head model it belongs to (see :func:`check_motion`)."""
     aligned = align_to_source(source.head, head_model.fit(driving), config.alignment)
-    return _with_provenance(aligned, source)
+    return with_provenance(aligned, source)
 
 
-def _with_provenance(head: HeadTrack, source: SourceFace) -> HeadTrack:
+def with_provenance(head: HeadTrack, source: SourceFace) -> HeadTrack:
     provenance = {"image_digest": source.image_digest, "crop_matrix": np.asarray(source.crop_matrix).tolist(),
                   "head_model": source.head.model, "size": source.size}
     return replace(head, extras={**head.extras, "source": provenance})
@@ -158,12 +158,14 @@ def prepare_inputs(config: GuideConfig, head_model: HeadModel, image: np.ndarray
         if motion_path is None:
             driving_track = track_driving(driving_path, tracker, config)
     if motion_path is not None:
-        aligned = load_motion(motion_path, source, config)
+        aligned = edit_motion(load_motion(motion_path, source, config), source.head, config.edit, head_model,
+                              config.alignment.reference_frame)
         driving_track = _saved_driving_track(motion_path, aligned) if driving_path is not None else None
         return source, Motion(aligned, driving_track, aligned.fps)
     # the tracker has already warned about frames without a face
-    return source, Motion(align_motion(head_model, source, driving_track, config), driving_track,
-                          driving_track.fps)
+    aligned = edit_motion(align_motion(head_model, source, driving_track, config), source.head, config.edit,
+                          head_model, config.alignment.reference_frame)
+    return source, Motion(aligned, driving_track, driving_track.fps)
 
 
 def _saved_driving_track(motion_path: str | Path, aligned: HeadTrack) -> Track | None:

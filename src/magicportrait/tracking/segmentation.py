@@ -28,8 +28,11 @@ def person_mask(image: np.ndarray) -> np.ndarray:
     except ImportError as exc:
         raise DependencyError(f"Person segmentation needs MediaPipe, which could not be imported ({exc}). "
                               f"Install it with: {MEDIAPIPE_INSTALL}") from exc
-    with selfie_segmentation.SelfieSegmentation(model_selection=GENERAL_MODEL) as segmenter:
-        result = segmenter.process(np.ascontiguousarray(image))
+    from magicportrait.console import native_stderr_captured
+
+    with native_stderr_captured():  # the graph's start-up log lines (shown with -v)
+        with selfie_segmentation.SelfieSegmentation(model_selection=GENERAL_MODEL) as segmenter:
+            result = segmenter.process(np.ascontiguousarray(image))
     mask = result.segmentation_mask
     if mask is None:
         return np.zeros(image.shape[:2], np.float32)
