@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv and installs magicportrait into it, without pulling a CUDA torch build or jax.
 #   bash scripts/setup.sh          # runtime
-#   bash scripts/setup.sh --dev    # + pytest and ruff
+#   bash scripts/setup.sh --dev    # + pytest, ruff, the web UI (gradio) and its browser test (selenium, Chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -26,4 +26,13 @@ quiet_pip() {
 quiet_pip "torch==2.13.0"  # the CPU build on this machine; pinned first
 quiet_pip -e ".${extra}"
 quiet_pip --no-deps "${NO_DEPS[@]}"
+# The web UI's browser test drives Debian's Chromium through WebDriver (Playwright's own browser download does not
+# work here); without them that one test is skipped, saying why.
+if [ "${1:-}" = "--dev" ] && ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
+  apt_install() { $SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; }
+  apt_install || { $SUDO apt-get update -q >/dev/null 2>&1 && apt_install; } \
+    || echo "note: could not install chromium and chromium-driver; the web UI's browser test will be skipped."
+fi
 .venv/bin/python -c "import torch, mediapipe; print('magicportrait installed: torch', torch.__version__)" 2>/dev/null

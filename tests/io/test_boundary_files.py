@@ -155,5 +155,5 @@ def test_asset_errors_say_where_the_path_came_from(tmp_path, monkeypatch):
         resolve_asset(FLAME, None)
     (tmp_path / "model.pkl").write_bytes(b"x")
     assert resolve_asset(FLAME, tmp_path / "model.pkl") == tmp_path / "model.pkl"  # a flag beats the environment
-    with pytest.raises(CheckpointError, match="huggingface-cli download"):
+    with pytest.raises(CheckpointError, match="magicportrait weights download"):
         resolve_asset(WEIGHTS, tmp_path / "model.pkl")

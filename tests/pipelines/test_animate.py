@@ -104,7 +104,7 @@ def test_missing_weights_say_what_is_needed(example, tmp_path, capsys):
     assert code == 2
     error = capsys.readouterr().err
     for needed in ("denoising_unet.pth", "reference_unet.pth", "guidance_encoder_depth.pth", "motion_module",
-                   "stable-diffusion-v1-5", "sd-vae-ft-mse", "huggingface-cli download mengtingwei/MagicPortrait"):
+                   "stable-diffusion-v1-5", "sd-vae-ft-mse", "magicportrait weights download"):
         assert needed in error
     assert not (tmp_path / "out").exists()
 

@@ -55,6 +55,9 @@ class MotionEdit:
 
     cli_group: ClassVar[str] = MOTION_EDIT
     cli_prefix: ClassVar[str] = "edit_"
+    ui_ranges: ClassVar[dict[str, tuple[float, float]]] = {  # the UI's sliders
+        **dict.fromkeys(("yaw", "pitch", "roll", "translation", "jaw", "lips", "brows"), (0.0, MAX_SCALE)),
+        "eyes": (0.0, MAX_EYE_SCALE), "ramp": (0, 25)}
 
     yaw: float = option(1.0, "Scale of the head's turn left/right, relative to the portrait's own pose (0: the "
                              "portrait's, 1: as driven, 2: doubled).")

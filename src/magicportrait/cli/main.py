@@ -15,6 +15,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from magicportrait import __version__
 from magicportrait.cli.args import add_config_arguments, argument_group, config_from_args, positive_int
 from magicportrait.cli.retarget import add_retarget_command
+from magicportrait.cli.ui import add_ui_command
+from magicportrait.cli.weights import add_weights_command
 from magicportrait.config import INPUT, OUTPUT
 from magicportrait.console import NORMAL, QUIET, VERBOSE, console
 from magicportrait.errors import MagicPortraitError, OutputError
@@ -344,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     faces.set_defaults(handler=_faces)
 
     add_retarget_command(commands)
+    add_ui_command(commands)
+    add_weights_command(commands)
 
     example = commands.add_parser("example", help="Write the bundled example (source.png, driving.mp4).")
     example.add_argument("--output", "-o", required=True, help="Output folder.")

@@ -1,20 +1,24 @@
 """The one place that resolves user-supplied asset paths (FLAME, its texture space, the diffusion weights).
 
-Each asset comes from a flag (or a config field; same thing), else from its environment variable, else it is not
-configured. A path that is given but missing is an error that says where the path came from and what to do.
-Nothing here downloads anything.
+Each asset comes from a flag (or a config field; same thing), else from its environment variable, else (the
+diffusion weights only) from an earlier ``magicportrait weights download`` into the Hugging Face cache, else it is
+not configured. A path that is given but missing is an error that says where the path came from and what to do.
+Nothing here downloads anything (the cache is looked up offline).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from magicportrait.errors import CheckpointError, InputError
 
-__all__ = ["ASSETS", "Asset", "FLAME", "FLAME_TEXTURE", "MOTION_MODULE", "SD15", "VAE", "WEIGHTS", "asset_value",
-           "resolve_asset"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["ASSETS", "Asset", "FLAME", "FLAME_TEXTURE", "MOTION_MODULE", "RELEASE_REPO", "SD15", "VAE", "WEIGHTS",
+           "asset_value", "cached_release", "resolve_asset"]
 
 
 @dataclass(frozen=True)
@@ -29,9 +33,10 @@ class Asset:
     error: type[InputError] = InputError
 
 
-GET_WEIGHTS = ("Get them on a machine with internet: `huggingface-cli download mengtingwei/MagicPortrait "
-               "--local-dir pretrained`, copy `pretrained/` here and pass `--weights pretrained` (or set "
-               "$MAGICPORTRAIT_WEIGHTS). See the README, 'Diffusion weights'.")
+RELEASE_REPO = "mengtingwei/MagicPortrait"  # the official release on the Hugging Face hub
+GET_WEIGHTS = ("Get them with `magicportrait weights download` (or, on a machine with internet, `magicportrait "
+               "weights download --dir pretrained`, copy `pretrained/` here and pass `--weights pretrained` or set "
+               "$MAGICPORTRAIT_WEIGHTS). See the README, 'Weights'.")
 
 FLAME = Asset("FLAME model file", "--flame", "MAGICPORTRAIT_FLAME", False,
               "Point to the file you downloaded (see the README, 'FLAME'), or unset it to use the open face geometry.")
@@ -55,7 +60,24 @@ def asset_value(asset: Asset, value: str | os.PathLike | None) -> tuple[Path | N
     from_env = os.environ.get(asset.env) or None
     if from_env:
         return Path(from_env).expanduser(), f"named by ${asset.env}"
+    if asset is WEIGHTS:
+        cached = cached_release()
+        if cached is not None:
+            return cached, "found in the Hugging Face cache (magicportrait weights download)"
     return None, ""
+
+
+def cached_release() -> Path | None:
+    """The official release downloaded into the Hugging Face cache earlier, looked up offline; None if absent."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    try:
+        path = Path(snapshot_download(RELEASE_REPO, local_files_only=True))
+    except Exception:  # LocalEntryNotFoundError (not downloaded), a damaged cache: not configured
+        return None
+    return path if (path / "ckpts").is_dir() else None
 
 
 def resolve_asset(asset: Asset, value: str | os.PathLike | None) -> Path | None:
@@ -64,6 +86,8 @@ def resolve_asset(asset: Asset, value: str | os.PathLike | None) -> Path | None:
     if path is None:
         return None
     if path.is_dir() if asset.is_dir else path.is_file():
+        if origin.startswith("found in"):
+            logger.info("Using the %s %s: %s", asset.what, origin, path)
         return path
     problem = "does not exist" if not path.exists() else f"is not a {'folder' if asset.is_dir else 'file'}"
     raise asset.error(f"The {asset.what} {origin} {problem}: {path}. {asset.hint}")

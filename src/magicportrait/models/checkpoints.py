@@ -47,8 +47,8 @@ OFFICIAL_FILES: dict[str, str] = {
 """The official release's checkpoint files (name or glob pattern), by role."""
 
 OFFICIAL_SOURCE = (
-    "Download them from the Hugging Face repository mengtingwei/MagicPortrait (folder ckpts/), e.g. on a machine "
-    "with internet: `huggingface-cli download mengtingwei/MagicPortrait --include 'ckpts/*' --local-dir pretrained`."
+    "Get them with `magicportrait weights download --dir pretrained` (the Hugging Face repository "
+    "mengtingwei/MagicPortrait, folder ckpts/), then check them with `magicportrait weights check pretrained`."
 )
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)

@@ -8,7 +8,7 @@ The release is three user-supplied folders (nothing is downloaded at run time):
   replace every tensor), ``text_encoder/`` and ``tokenizer/``;
 - the VAE ``sd-vae-ft-mse`` in diffusers format.
 
-``huggingface-cli download mengtingwei/MagicPortrait --local-dir pretrained`` (on a machine with internet) gives
+``magicportrait weights download --dir pretrained`` (:mod:`magicportrait.models.download`) gives
 all three as ``pretrained/{ckpts,stable-diffusion-v1-5,sd-vae-ft-mse}``; pass ``pretrained`` as the weights folder
 and the other two are found inside it.
 """

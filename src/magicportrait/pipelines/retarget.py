@@ -35,6 +35,9 @@ class RetargetConfig:
     """What to change on the still portrait (``magicportrait retarget`` flags; the UI's sliders)."""
 
     cli_group: ClassVar[str] = MOTION_EDIT
+    ui_ranges: ClassVar[dict[str, tuple[float, float]]] = {  # the UI's sliders
+        "eye_opening": (0.0, MAX_EYE_OPENING), "lip_opening": (0.0, MAX_LIP_OPENING),
+        **dict.fromkeys(("yaw", "pitch", "roll"), (-MAX_TURN, MAX_TURN))}
 
     eye_opening: float | None = option(None, "Eyelid opening to set, as a fraction of the eye's width (about 0.3 "
                                              "open, 0 closed; default: the portrait's own).")
