@@ -51,7 +51,8 @@ def scene(model):
     motion = np.zeros((NUM_FRAMES, 478, 3))
     weights = region_weights(model)
     offset = np.zeros((478, 3))
-    offset[:, 1] = 0.8 * weights[:, REGIONS.index("jaw")] + 0.4 * weights[:, REGIONS.index("lips")]
+    offset[:, 1] = 0.8 * weights[:, REGIONS.index("jaw")]  # the jaw opens: the chin and the lower lip drop
+    offset[:, 0] = -0.3 * weights[:, REGIONS.index("lips")] * np.sign(identity.reshape(478, 3)[:, 0])  # a pucker
     offset[:, 1] -= 0.5 * weights[:, REGIONS.index("brows")]
     motion[:] = offset
     motion *= t[:, None, None]
@@ -111,6 +112,20 @@ def _lid_heights(vertices: np.ndarray) -> np.ndarray:
     a, b = vertices[:, corners[:, 0]], vertices[:, corners[:, 1]]  # (T, 2, 3)
     along = (vertices[:, loops, 0] - a[..., None, 0]) / (b[..., None, 0] - a[..., None, 0])
     return vertices[:, loops, 1] - (a[..., None, 1] + along * (b[..., None, 1] - a[..., None, 1]))
+
+
+def test_jaw_zero_keeps_the_mouth_closed(model, scene):
+    portrait, head = scene
+    gap = lambda vertices: vertices[..., 14, 1] - vertices[..., 13, 1]  # noqa: E731 - inner lips, y down
+    own = gap(_vertices(model, portrait)[0])
+    assert gap(_vertices(model, head))[-1] - own > 0.5  # the driven mouth opens
+    edited = _vertices(model, edit_motion(head, portrait, MotionEdit(jaw=0), model))
+    np.testing.assert_allclose(gap(edited), own, atol=0.02)
+    labels = landmark_regions(model.canonical)
+    lips = labels == REGIONS.index("lips")
+    own_lips = _vertices(model, portrait)[0, lips]
+    kept = np.abs(edited[:, lips] - own_lips).mean() / np.abs(_vertices(model, head)[:, lips] - own_lips).mean()
+    assert kept > 0.8  # the pucker stays (the corners share a little with the lower lip)
 
 
 def test_eyes_zero_closes_the_eyelids(model, scene):

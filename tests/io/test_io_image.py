@@ -54,7 +54,7 @@ def test_rgba_is_composited_on_white(tmp_path):
     rgba[:, :20] = (200, 10, 10, 255)  # opaque red
     rgba[:, 20:30] = (0, 0, 0, 0)  # fully transparent black
     rgba[:, 30:] = (0, 0, 0, 128)  # half-transparent black
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
     loaded = load_image(tmp_path / "rgba.png")
     assert loaded[5, 5].tolist() == [200, 10, 10]
     assert loaded[5, 25].tolist() == [255, 255, 255]
@@ -72,14 +72,14 @@ def test_palette_with_transparency_and_la(tmp_path):
 
     la = np.zeros((40, 40, 2), np.uint8)
     la[:, :20] = (50, 255)
-    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    Image.fromarray(la).save(tmp_path / "la.png")
     loaded = load_image(tmp_path / "la.png")
     assert loaded[5, 5].tolist() == [50, 50, 50] and loaded[5, 30].tolist() == [255, 255, 255]
 
 
 def test_grayscale_gives_three_equal_channels(tmp_path):
     gray = gradient()[:, :, 1]
-    Image.fromarray(gray, "L").save(tmp_path / "gray.png")
+    Image.fromarray(gray).save(tmp_path / "gray.png")
     loaded = load_image(tmp_path / "gray.png")
     assert loaded.shape == (60, 90, 3)
     for channel in range(3):

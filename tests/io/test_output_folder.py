@@ -349,7 +349,7 @@ def rgba_portrait(path: Path, width: int = 64, height: int = 48) -> np.ndarray:
     rng = np.random.default_rng(0)
     rgba = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
     rgba[:, :8, 3] = 0  # a transparent left edge
-    Image.fromarray(rgba, "RGBA").save(path)
+    Image.fromarray(rgba).save(path)
     return rgba
 
 
@@ -365,7 +365,7 @@ def test_an_rgba_portrait_loads_as_rgb_and_says_so(tmp_path, caplog):
 
     opaque = rgba.copy()
     opaque[:, :, 3] = 255
-    Image.fromarray(opaque, "RGBA").save(tmp_path / "opaque.png")
+    Image.fromarray(opaque).save(tmp_path / "opaque.png")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="magicportrait.io.image"):
         load_image(tmp_path / "opaque.png")

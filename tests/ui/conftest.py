@@ -22,7 +22,8 @@ def remote_server(tmp_path_factory):
     pytest.importorskip("gradio", reason="the web UI needs the ui extra: pip install -e '.[ui]'")
     from magicportrait.ui.server import UiServer, UiSettings
 
-    server = UiServer(UiSettings(host="0.0.0.0", port=None, work_dir=str(tmp_path_factory.mktemp("ui-remote"))))
+    server = UiServer(UiSettings(host="0.0.0.0", port=None, work_dir=str(tmp_path_factory.mktemp("ui-remote")),
+                                 max_upload_mb=1))
     server.start()
     yield server
     server.close()

@@ -87,3 +87,33 @@ def test_ui_refuses_a_missing_fixed_path(tmp_path, capsys):
 
     assert main(["ui", "--flame", str(tmp_path / "missing.pkl"), "--port", "7999"]) == 2
     assert "FLAME model file" in capsys.readouterr().err
+
+
+def test_draft_then_diffusion_render_and_guidance(client, example, release):
+    """The diffusion render reuses the draft's aligned motion (the tiny random release, typed under Advanced on a
+    local server); the guidance maps of that motion download as a zip."""
+    import zipfile
+
+    small = {"size": 64, "max_frames": "4", "steps": 2, "weights": str(release)}
+    draft = client.predict(handle_file(str(example[0])), handle_file(str(example[1])), None, "0", "",
+                           *_values(**small), api_name="/draft")
+    assert draft[0].startswith("**Done.** geometric generator: 4 frames")
+    render = client.predict(handle_file(str(example[0])), handle_file(str(example[1])), "0", "",
+                            *_values(**small), api_name="/render")
+    assert render[0].startswith("**Done.** diffusion generator: 4 frames")
+    assert len(list(iter_frames(render[1]["video"]))) == 4
+    downloads = client.predict(handle_file(str(example[0])), "0", "", *_values(**small), api_name="/guidance")
+    archive = next(path for path in downloads if path.endswith(".zip"))
+    names = zipfile.ZipFile(archive).namelist()
+    assert sorted({name.split("/")[0] for name in names}) == ["depth", "normal", "render"] and len(names) == 12
+
+
+def test_the_work_folder_is_removed_when_the_server_stops():
+    from magicportrait.ui.server import UiServer, UiSettings
+
+    server = UiServer(UiSettings(port=None))
+    server.start()
+    root = server.root
+    assert root.is_dir()
+    server.close()
+    assert not root.exists()

@@ -20,13 +20,15 @@ EYE_CORNER_OFFSET = 8  # the eye loops start at a corner and reach the other cor
 
 def landmark_regions(template_landmarks: np.ndarray) -> np.ndarray:
     """`(478,)` int: the region (index into :data:`REGIONS`) of each landmark of a frontal model-frame face
-    (x toward the subject's left, y down), -1 for the rest (cheeks, nose, forehead)."""
+    (x toward the subject's left, y down), -1 for the rest (cheeks, nose, forehead). The jaw is what moves with
+    the mandible: the chin and the lower lip; the lips are the upper lip and the corners."""
     groups = landmark_groups()
     labels = np.full(len(template_landmarks), -1)
     lips = groups["lips"]
     chin = template_landmarks[:, 1] > template_landmarks[lips, 1].max()  # below the lower lip (y is down)
     labels[chin] = REGIONS.index("jaw")
-    labels[lips] = REGIONS.index("lips")
+    lower = lower_face_share(template_landmarks)[lips] > 0.5 + LOWER_LIP_MARGIN
+    labels[lips] = np.where(lower, REGIONS.index("jaw"), REGIONS.index("lips"))
     labels[np.concatenate([groups["left_eyebrow"], groups["right_eyebrow"]])] = REGIONS.index("brows")
     eyes = [groups[name] for name in ("left_eye", "right_eye", "left_iris", "right_iris") if name in groups]
     labels[np.concatenate(eyes)] = REGIONS.index("eyes")
@@ -71,6 +73,7 @@ MOUTH_CORNERS = (61, 291)  # the outer lip corners (right, left)
 INNER_LIP_MIDDLE = (13, 14)  # upper and lower inner lip, on the midline
 JAW_SHARE = 0.3  # how much of the lips' gap the chin rises when they close (teeth showing are not a jaw drop)
 CORNER_SPREAD = 0.03  # how far a corner's correction reaches, as a fraction of the face's height
+LOWER_LIP_MARGIN = 0.25  # lip points this far past the split's middle belong to the lower lip (corners do not)
 LIP_SPLIT_SOFTNESS = 0.15  # cm: the upper / lower lip split fades over at least this height
 CLOSED_EYE = 0.03  # eyelid opening / eye width below which an eye counts as closed
 
@@ -125,12 +128,23 @@ def set_lip_gap(landmarks: np.ndarray, weights: np.ndarray, gap: float) -> np.nd
     landmarks' :func:`region_weights`."""
     points = np.array(landmarks, np.float64, copy=True)
     change = gap - float(lip_gap(points))
-    upper_share, jaw_share = (0.5, JAW_SHARE) if change < 0 else (0.0, 1.0)
-    lips, jaw = weights[:, REGIONS.index("lips")], weights[:, REGIONS.index("jaw")]
+    lips = _lip_nearness(points)
     lower = lower_face_share(points)
-    points[:, 1] += change * lips * ((1 - upper_share) * lower - upper_share * (1 - lower))
-    points[:, 1] += change * jaw_share * jaw * (1 - lips)
+    jaw = weights[:, REGIONS.index("jaw")]
+    if change >= 0:  # the jaw opens: everything of the mouth and chin below the lips' line drops
+        points[:, 1] += change * lower * np.maximum(lips, jaw)
+    else:  # the lips meet half-way; the chin follows a little (teeth showing are not a jaw drop)
+        points[:, 1] += change * lips * (lower - 0.5)
+        points[:, 1] += change * JAW_SHARE * jaw * (1 - lips)
     return points
+
+
+def _lip_nearness(points: np.ndarray) -> np.ndarray:
+    """`(478,)` 1 on the lips' landmarks, fading with the distance to them like a region's border."""
+    lips = points[landmark_groups()["lips"]]
+    sigma = REGION_SOFTNESS * float(np.ptp(points[:, 1]))
+    squared = ((points[:, None] - lips[None]) ** 2).sum(-1).min(axis=1)
+    return np.exp(-squared / (2 * sigma**2))
 
 
 def neutral_mouth(landmarks: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -141,7 +155,7 @@ def neutral_mouth(landmarks: np.ndarray, weights: np.ndarray) -> np.ndarray:
     points = set_lip_gap(landmarks, weights, 0.0)
     line = 0.5 * (points[INNER_LIP_MIDDLE[0], 1] + points[INNER_LIP_MIDDLE[1], 1])
     spread = CORNER_SPREAD * float(np.ptp(points[:, 1]))
-    lips = weights[:, REGIONS.index("lips")]
+    lips = _lip_nearness(points)
     for corner in MOUTH_CORNERS:
         reach = np.exp(-((points - points[corner]) ** 2).sum(-1) / (2 * spread**2))
         points[:, 1] += (line - points[corner, 1]) * reach * lips

@@ -178,20 +178,20 @@ def build_app(studio: Studio, weights_configured: bool = False) -> gr.Blocks:
         openings = [retarget_widgets[[f.name for f in retarget_fields].index(name)]
                     for name in ("eye_opening", "lip_opening")]
         portrait.upload(find_faces, [portrait], [faces, face], api_name="faces").then(
-            own_openings, [portrait, face, face_box], openings, api_name=False)
+            own_openings, [portrait, face, face_box], openings, show_api=False)
         face.change(own_openings, [portrait, face, face_box], openings, api_name="openings")
         portrait.clear(lambda: (None, gr.update(choices=[AUTO_FACE], value=AUTO_FACE)), None, [faces, face],
-                       api_name=False)
+                       show_api=False)
         example.click(use_example, None, [portrait, driving], api_name="example").then(
-            find_faces, [portrait], [faces, face], api_name=False).then(
-            own_openings, [portrait, face, face_box], openings, api_name=False)
+            find_faces, [portrait], [faces, face], show_api=False).then(
+            own_openings, [portrait, face, face_box], openings, show_api=False)
         draft_button.click(make_draft, [portrait, driving, motion, *inputs], outputs, api_name="draft")
         render_button.click(make_render, [portrait, driving, draft_state, *inputs], outputs, api_name="render")
         guidance_button.click(make_guidance, [portrait, draft_state, *inputs], [downloads], api_name="guidance")
         retarget_inputs = [portrait, face, face_box, *retarget_widgets]
         preview_button.click(retarget, retarget_inputs, [still], api_name="retarget")
         for slider in retarget_widgets:
-            slider.release(retarget, retarget_inputs, [still], api_name=False)
+            slider.release(retarget, retarget_inputs, [still], show_api=False)
     return app
 
 

@@ -29,8 +29,8 @@ AUTO_FACE = "most prominent"
 MOTION_FIELDS = ("edit_yaw", "edit_pitch", "edit_roll", "edit_translation", "edit_jaw", "edit_lips", "edit_brows",
                  "edit_eyes", "edit_neutralize", "edit_relative", "edit_frames", "edit_ramp", "pose_mode",
                  "expression_mode", "expression_scale", "smoothing")
-ADVANCED_FIELDS = ("max_frames", "steps", "guidance_scale", "seed", "context_frames", "context_overlap", "dtype",
-                   "device", "weights", "sd15", "vae", "motion_module", "flame", "flame_texture")
+ADVANCED_FIELDS = ("max_frames", "size", "steps", "guidance_scale", "seed", "context_frames", "context_overlap",
+                   "dtype", "device", "weights", "sd15", "vae", "motion_module", "flame", "flame_texture")
 
 
 @dataclass(frozen=True)
