@@ -408,3 +408,42 @@ def test_bf16_networks_with_fp32_latents(official_pipeline: dict) -> None:
         callback_on_step_end=lambda step, timestep, tensors: dtypes.append(tensors["latents"].dtype))
     assert own["pipe"].denoising_unet.dtype == torch.bfloat16 and dtypes == [torch.float32] * 3
     assert rel_l2(latents, official_pipeline["expected"]["final_latents"]) < 0.15  # measured: 0.05
+
+
+def test_official_window_sum_without_cfg(monkeypatch) -> None:
+    """Without CFG the official pipeline sums overlapping windows (frames in two windows get twice the velocity);
+    ours averages unless --official-window-sum."""
+    pipe, _ = stub_pipeline(monkeypatch)
+    reference, guidance = random_inputs(10)
+    results = {}
+    for summed in (False, True):
+        outputs, velocities = [], []
+        config = GenerationConfig(steps=1, guidance_scale=1.0, context_frames=4, show_progress=False,
+                                  official_window_sum=summed)
+        pipe.generate_latents(reference, guidance, config,
+                              callback_on_window=lambda s, w, window, out: outputs.append((window.frames, out)),
+                              callback_on_step_end=lambda s, t, tensors: velocities.append(tensors["velocity"]))
+        total, count = torch.zeros_like(velocities[0]), torch.zeros(10)
+        for frames, out in outputs:
+            total[:, :, list(frames)] += out
+            count[list(frames)] += 1
+        assert count.max() == 2  # some frames are in two windows
+        expected = total if summed else total / count.view(1, 1, -1, 1, 1)
+        torch.testing.assert_close(velocities[0], expected, rtol=1e-6, atol=1e-6)
+        results[summed] = velocities[0]
+    shared = (count == 2).nonzero().flatten().tolist()
+    assert not torch.allclose(results[True][:, :, shared], results[False][:, :, shared])
+
+
+def test_noise_device(monkeypatch) -> None:
+    from magicportrait.errors import InputError
+    from magicportrait.models.generation import _noise_device
+
+    assert _noise_device(GenerationConfig()) == "cpu"  # auto: the latents' device
+    assert _noise_device(GenerationConfig(noise_device="cpu")) == "cpu"
+    pipe, _ = stub_pipeline(monkeypatch)
+    first = pipe.prepare_latents(3, 16, 24, seed=7, device="cpu")
+    torch.testing.assert_close(first, torch.randn(first.shape, generator=torch.Generator().manual_seed(7)))
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="--noise-device cuda needs a CUDA GPU"):
+            GenerationConfig(noise_device="cuda")

@@ -4,12 +4,14 @@ Sampling follows the official MagicPortrait pipeline (``MultiGuidance2LongVideoP
 released weights give the released behaviour:
 
 1. The reference image ([-1, 1]) is encoded to the VAE posterior mean times 0.18215.
-2. The initial latents are ``torch.randn((1, 4, F, H/8, W/8))`` from a CPU generator seeded with ``seed``.
+2. The initial latents are ``torch.randn((1, 4, F, H/8, W/8))`` from a generator seeded with ``seed`` on the
+   latents' device (``--noise-device``: the official code draws on CUDA; ``cpu`` gives the same noise anywhere).
 3. The reference UNet runs once, at timestep 0, and its per-block features ("banks") are reused by the denoising
    UNet's spatial self-attention at every step and in every window.
 4. Every DDIM step (v-prediction, zero-terminal-SNR, trailing spacing, eta 0) runs the denoising UNet on each
    context window (:mod:`magicportrait.models.context`), with the guidance features of the window's frames
-   added after ``conv_in``, and blends the windows' predictions per frame.
+   added after ``conv_in``, and blends the windows' predictions per frame (averaged; without classifier-free
+   guidance the official code sums them, ``--official-window-sum``).
 5. Classifier-free guidance: both halves of the batch get the same text and guidance; the first ("unconditional")
    half attends without the reference, so the scale amplifies the appearance conditioning only.
 6. The latents are decoded a few frames at a time.
@@ -91,7 +93,15 @@ class GenerationConfig:
                                                "(official), 4 for open_loop.")
     context_mode: ContextMode = option("closed_loop", "closed_loop: official windows, the last wraps around to the "
                                                       "first frames; open_loop: no wrap-around, cross-faded seams.")
-    seed: int = option(42, "Seed of the initial noise (a CPU generator, so results match across devices).")
+    seed: int = option(42, "Seed of the initial noise.")
+    noise_device: Literal["auto", "cpu", "cuda"] = option(
+        "auto", "Device whose random generator draws the initial noise: auto = the device the latents live on "
+                "(--device); cuda reproduces an official GPU run seed for seed; cpu gives the same noise on every "
+                "machine.")
+    official_window_sum: bool = option(
+        False, "Without classifier-free guidance (--guidance-scale <= 1), sum the overlapping windows' predictions "
+               "as the official pipeline does (frames in two windows move twice as fast) instead of averaging them: "
+               "for bit-compatibility only.")
     dtype: Literal["fp32", "fp16", "bf16"] = option("fp32", "Precision of the networks, which are cast in place "
                                                            "(latents and the scheduler stay fp32; the official "
                                                            "release runs fp32).")
@@ -114,6 +124,8 @@ class GenerationConfig:
         check_range(self, "context_overlap", 0, self.context_frames - 1)
         check_range(self, "seed", -2 ** 63, 2 ** 64 - 1)  # what torch.Generator.manual_seed takes
         check_device(self)
+        if self.noise_device == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"{flag('noise_device')} cuda needs a CUDA GPU, and torch sees none; use cpu or auto.")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -299,7 +311,8 @@ class GenerationPipeline:
         features = GuidanceFeatures(self.guidance_encoders, videos, config.guidance_chunk, device, dtype,
                                     cache=config.cache_guidance)
         reference_latents = self.encode_reference(reference_image, videos.height, videos.width).to(dtype)
-        latents = self.prepare_latents(videos.num_frames, videos.height, videos.width, config.seed).to(device)
+        latents = self.prepare_latents(videos.num_frames, videos.height, videos.width, config.seed,
+                                       _noise_device(config)).to(device)
         windows = context_windows(videos.num_frames, config.context_frames, config.context_overlap,
                                   config.context_mode)
         self._check_window_length(max(len(window.frames) for window in windows))
@@ -339,12 +352,14 @@ class GenerationPipeline:
 
         return vae_encode_mean(self.vae, pixels)
 
-    def prepare_latents(self, num_frames: int, height: int, width: int, seed: int) -> torch.Tensor:
-        """The initial noise `(1, C, F, H/8, W/8)`, float32 on the CPU, drawn as the official pipeline draws it."""
-        generator = torch.Generator("cpu").manual_seed(seed)
+    def prepare_latents(self, num_frames: int, height: int, width: int, seed: int,
+                        device: str | torch.device = "cpu") -> torch.Tensor:
+        """The initial noise `(1, C, F, H/8, W/8)`, float32, drawn as the official pipeline draws it, by ``device``'s
+        generator (a CUDA generator gives other numbers than the CPU's for the same seed)."""
+        generator = torch.Generator(device).manual_seed(seed)
         shape = (1, self.vae.config.latent_channels, num_frames,
                  height // self.vae_scale_factor, width // self.vae_scale_factor)
-        return torch.randn(shape, generator=generator) * self.scheduler.init_noise_sigma
+        return torch.randn(shape, generator=generator, device=device) * self.scheduler.init_noise_sigma
 
     def decode_latents(self, latents: torch.Tensor, chunk: int = 4) -> Iterator[torch.Tensor]:
         """Decode `chunk` frames at a time: yields float32 `(n, 3, H, W)` in [0, 1] on the CPU."""
@@ -398,9 +413,18 @@ class GenerationPipeline:
             if callback is not None:
                 callback(step_index, window_index, window, output)
             weights = window.weights.to(latents.device).view(1, 1, -1, 1, 1)
+            if batch == 1 and config.official_window_sum:  # the official no-CFG path: summed, not averaged
+                weights = torch.ones_like(weights)
             blended[:, :, frames] += output * weights
             progress.update()
         if batch == 1:
             return blended
         unconditional, conditional = blended.chunk(2)
         return unconditional + config.guidance_scale * (conditional - unconditional)
+
+
+def _noise_device(config: GenerationConfig) -> str:
+    """The device whose generator draws the initial noise (see ``GenerationConfig.noise_device``)."""
+    if config.noise_device != "auto":
+        return config.noise_device
+    return torch.device(config.device).type
