@@ -347,13 +347,15 @@ def stored_machine_line() -> str:
     return section.split("Machine: ", 1)[1].split(". Written by", 1)[0] if "Machine: " in section else "unknown"
 
 
-def write_docs(path: Path, section: list[str]) -> None:
-    """Put ``section`` in place of the real-photo section of ``path`` (or at its end)."""
+def write_docs(path: Path, section: list[str], marks: tuple[str, str] | None = None) -> None:
+    """Put ``section`` in place of the section between ``marks`` (default: the real-photo section's) of ``path``
+    (or at its end)."""
+    start, end = marks or (MARK_START, MARK_END)
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
     block = "\n".join(section)
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)

@@ -139,6 +139,7 @@ def write_markdown(path: Path, report: dict) -> None:
     if "training" in report:
         lines += training_lines(report["training"])
     lines += kept_section(path, REAL_PHOTOS_MARKS)
+    lines += kept_section(path, LOADING_MARKS)
     lines += ["", "Raw figures:", "", "```json",
               json.dumps({k: report[k] for k in BENCHES if k in report}, indent=2, default=float),
               "```", ""]
@@ -148,6 +149,8 @@ def write_markdown(path: Path, report: dict) -> None:
 
 REAL_PHOTOS_MARKS = ("<!-- real-photos: start -->", "<!-- real-photos: end -->")
 """The section ``bench_real_photos.py`` writes (it needs photos fetched with npm, so it runs on its own)."""
+LOADING_MARKS = ("<!-- loading: start -->", "<!-- loading: end -->")
+"""The section ``bench_loading.py`` writes (issue 15's memory figures, about 10 minutes on its own)."""
 
 
 def kept_section(path: Path, marks: tuple[str, str]) -> list[str]:

@@ -421,8 +421,10 @@ def test_official_window_sum_without_cfg(monkeypatch) -> None:
         config = GenerationConfig(steps=1, guidance_scale=1.0, context_frames=4, show_progress=False,
                                   official_window_sum=summed)
         pipe.generate_latents(reference, guidance, config,
-                              callback_on_window=lambda s, w, window, out: outputs.append((window.frames, out)),
-                              callback_on_step_end=lambda s, t, tensors: velocities.append(tensors["velocity"]))
+                              callback_on_window=lambda s, w, window, out, kept=outputs: kept.append(
+                                  (window.frames, out)),
+                              callback_on_step_end=lambda s, t, tensors, kept=velocities: kept.append(
+                                  tensors["velocity"]))
         total, count = torch.zeros_like(velocities[0]), torch.zeros(10)
         for frames, out in outputs:
             total[:, :, list(frames)] += out

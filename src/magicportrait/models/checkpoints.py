@@ -58,8 +58,9 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 # Reading
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict (on the CPU) from `.safetensors` or a torch pickle (`.pth/.pt/.ckpt/.bin`).
+def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Read a state dict (on the CPU) from `.safetensors` or a torch pickle (`.pth/.pt/.ckpt/.bin`); with ``mmap``
+    a pickle's tensors stay in the file (memory-mapped, read as they are used: no copy of the weights in memory).
 
     Pickles are read with `weights_only=True`: a file holding anything but tensors and plain containers is refused
     rather than executed. A top-level `"state_dict"` entry (Lightning / AnimateDiff checkpoints) is unwrapped, and
@@ -71,7 +72,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix == SAFETENSORS_SUFFIX:
         contents = _read_safetensors(path)
     elif path.suffix in PICKLE_SUFFIXES:
-        contents = _read_pickle(path)
+        contents = _read_pickle(path, mmap)
     else:
         raise CheckpointError(
             f"{path}: unknown checkpoint format {path.suffix!r}; expected {SAFETENSORS_SUFFIX} or one of "
@@ -89,9 +90,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({error}).") from error
 
 
-def _read_pickle(path: Path) -> object:
+def _read_pickle(path: Path, mmap: bool = False) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         raise CheckpointError(
@@ -129,8 +130,13 @@ def load_strict(
     state_dict: Mapping[str, torch.Tensor],
     source: str,
     ignore_missing_prefixes: Iterable[str] = (),
+    assign: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> None:
     """Load `state_dict` into `module`, requiring an exact match of names and shapes.
+
+    With ``assign`` the tensors become the module's parameters (cast to ``dtype`` one at a time) instead of being
+    copied into them: a module built on the meta device then costs no memory of its own.
 
     Args:
         module: the model to fill (its parameters and persistent buffers).
@@ -153,7 +159,14 @@ def load_strict(
     ]
     if missing or unexpected or misshaped:
         raise CheckpointError(_mismatch_message(module, source, missing, unexpected, misshaped))
-    module.load_state_dict(dict(state_dict), strict=False)
+    if not assign:
+        module.load_state_dict(dict(state_dict), strict=False)
+        return
+    if prefixes:
+        raise ValueError("load_strict: assign=True needs every key (no ignore_missing_prefixes).")
+    cast = {key: value.to(dtype) if dtype is not None and value.is_floating_point() else value
+            for key, value in state_dict.items()}
+    module.load_state_dict(cast, strict=True, assign=True)
 
 
 def _mismatch_message(module: nn.Module, source: str, missing: list, unexpected: list, misshaped: list) -> str:
@@ -210,11 +223,11 @@ def find_official_checkpoints(weights_dir: str | os.PathLike) -> dict[str, Path]
     return found
 
 
-def read_motion_modules(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_motion_modules(path: str | os.PathLike, mmap: bool = False) -> dict[str, torch.Tensor]:
     """Read a motion-module file: the official `motion_module-*.pth` or AnimateDiff's `mm_sd_v15_v2.ckpt` (same
     key names, e.g. `down_blocks.0.motion_modules.0.temporal_transformer.norm.weight`). Raises if it holds keys
     that are not motion-module keys. See :func:`position_encoding_length` for its temporal window limit."""
-    state_dict = read_state_dict(path)
+    state_dict = read_state_dict(path, mmap)
     _require_motion_keys(state_dict, str(path))
     return state_dict
 

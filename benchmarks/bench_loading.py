@@ -1,0 +1,203 @@
+"""Loading the release and generating, peak memory and time (issue 15, section 2), at the configuration the official
+pipeline was measured at: SD-1.5 block layout at half width (block_out_channels 160/320/640/640, layers_per_block 2,
+cross-attention 768), random weights written in the official file layout, 256x256, 24 frames, 3 steps, CFG 3.5,
+fp32, 2 threads.
+
+    python benchmarks/bench_loading.py           # about 10 minutes on 2 cores; writes its docs/benchmarks.md section
+    python benchmarks/bench_loading.py --quick   # a tiny release, a smoke check (does not touch the docs)
+
+Each run is a fresh process (its peak RSS is its own), alternating the variants, two rounds:
+- ``plain``: the loader as it was before (models built with random weights, checkpoints read into memory, then
+  copied into the models) — benchmark-only, monkeypatched in;
+- ``lean``: the product (models built on the meta device, the checkpoints' tensors assigned as the parameters).
+The load peak (VmHWM right after loading) and the generation peak (the highest RSS sampled during generation) are
+reported apart, with the generation time. The official pipeline's figures (3.64 GB peak, measured by the session that
+filed issue 15 at this configuration) are quoted, not re-measured (its code is not part of this project).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child import call_in_child, peak_rss_mib  # noqa: E402 - benchmarks/ is not a package
+
+MARKS = ("<!-- loading: start -->", "<!-- loading: end -->")
+OFFICIAL_PEAK_GIB = 3.64  # issue 15: the official pipeline at this configuration (measured outside this project)
+TARGET_RATIO = 0.8
+HALF_WIDTH = {"block_out_channels": [160, 320, 640, 640], "layers_per_block": 2, "cross_attention_dim": 768}
+HALF_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "norm_num_groups": 32, "layers_per_block": 2,
+            "block_out_channels": [64, 128, 256, 256], "down_block_types": ["DownEncoderBlock2D"] * 4,
+            "up_block_types": ["UpDecoderBlock2D"] * 4}
+
+
+def write_release(folder: Path, quick: bool) -> Path:
+    """A random release at the benchmark's configuration (the tiny one with ``quick``), written once."""
+    from magicportrait.models import tiny
+
+    if (folder / "ckpts" / "denoising_unet.pth").is_file():
+        return folder
+    if quick:
+        return tiny.write_tiny_release(folder)
+    saved = (tiny.TINY_UNET_CONFIG, tiny.TINY_GUIDANCE_ENCODER, tiny.TINY_VAE_CONFIG, tiny.TINY_TEXT_WIDTH)
+    from magicportrait.models.release import OFFICIAL_GUIDANCE_ENCODER, SD15_UNET_CONFIG
+
+    tiny.TINY_UNET_CONFIG = {**SD15_UNET_CONFIG, **HALF_WIDTH}
+    tiny.TINY_GUIDANCE_ENCODER = {**OFFICIAL_GUIDANCE_ENCODER, "guidance_embedding_channels": 160}
+    tiny.TINY_VAE_CONFIG, tiny.TINY_TEXT_WIDTH = HALF_VAE, 768
+    try:
+        return tiny.write_tiny_release(folder)
+    finally:
+        tiny.TINY_UNET_CONFIG, tiny.TINY_GUIDANCE_ENCODER, tiny.TINY_VAE_CONFIG, tiny.TINY_TEXT_WIDTH = saved
+
+
+def plain_load_release(paths, device="cpu", dtype=torch.float32, prompt=None) -> dict:
+    """Benchmark-only: the loader before issue 15 (models built with random weights, checkpoints read whole into
+    memory, then copied into the models); the same building blocks as ``load_release``."""
+    from diffusers import AutoencoderKL
+
+    from magicportrait.models.checkpoints import (
+        load_strict,
+        merge_motion_modules,
+        read_motion_modules,
+        read_state_dict,
+    )
+    from magicportrait.models.guidance_encoder import GuidanceEncoder
+    from magicportrait.models.reference_unet import ReferenceUNet2DConditionModel
+    from magicportrait.models.release import (
+        DEFAULT_PROMPT,
+        OFFICIAL_MOTION_MODULE_KWARGS,
+        _guidance_blocks,
+        encode_prompt,
+    )
+    from magicportrait.models.unet_3d import UNet3DConditionModel
+
+    config = json.loads((paths.sd15 / "unet" / "config.json").read_text())
+    denoising = UNet3DConditionModel.from_unet2d_config(dict(config),
+                                                        motion_module_kwargs=dict(OFFICIAL_MOTION_MODULE_KWARGS))
+    load_strict(denoising, merge_motion_modules(read_state_dict(paths.ckpts / "denoising_unet.pth"),
+                                                read_motion_modules(paths.motion_module)), "denoising")
+    reference = ReferenceUNet2DConditionModel.from_unet2d_config(dict(config))
+    load_strict(reference, read_state_dict(paths.ckpts / "reference_unet.pth"), "reference")
+    encoders = {}
+    for name in ("depth", "normal", "render"):
+        path = paths.ckpts / f"guidance_encoder_{name}.pth"
+        state = read_state_dict(path)
+        encoders[name] = GuidanceEncoder(guidance_embedding_channels=int(config["block_out_channels"][0]),
+                                         guidance_input_channels=3, block_out_channels=_guidance_blocks(state, path))
+        load_strict(encoders[name], state, str(path))
+    vae = AutoencoderKL.from_pretrained(str(paths.vae), local_files_only=True)
+    for module in [vae, reference, denoising, *encoders.values()]:
+        module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return {"vae": vae, "reference_unet": reference, "denoising_unet": denoising, "guidance_encoders": encoders,
+            "text_embeddings": encode_prompt(paths.sd15, prompt or DEFAULT_PROMPT).to(device=device, dtype=dtype)}
+
+
+class RssSampler:
+    """The highest resident size seen while it runs (sampled every 20 ms), MiB."""
+
+    def __init__(self) -> None:
+        self.peak, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        page = 4096 / 2**20
+        while not self._stop.is_set():
+            resident = int(Path("/proc/self/statm").read_text().split()[1]) * page
+            self.peak = max(self.peak, resident)
+            time.sleep(0.02)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run(variant: str, folder: str, frames: int, size: int, steps: int) -> dict:
+    """One measurement in this (fresh) process."""
+    torch.set_num_threads(2)
+    from magicportrait.models.generation import GenerationConfig, GenerationPipeline
+    from magicportrait.models.release import load_release, resolve_release_paths
+
+    if variant == "plain":
+        load_release = plain_load_release  # noqa: F811 - the benchmark's baseline
+
+    began = time.perf_counter()
+    pipeline = GenerationPipeline(**load_release(resolve_release_paths(folder)))
+    load_seconds, load_peak = time.perf_counter() - began, peak_rss_mib()
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    guidance = {name: rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
+                for name in ("depth", "normal", "render")}
+    config = GenerationConfig(steps=steps, guidance_scale=3.5, show_progress=False)
+    began = time.perf_counter()
+    with torch.no_grad(), RssSampler() as sampler:
+        latents = pipeline.generate_latents(reference, guidance, config)
+    return {"variant": variant, "load_seconds": load_seconds, "load_peak_mib": load_peak,
+            "generate_seconds": time.perf_counter() - began, "generate_peak_mib": sampler.peak,
+            "peak_mib": peak_rss_mib(), "latents_mean": float(latents.float().mean())}
+
+
+def measure(quick: bool) -> dict:
+    folder = write_release(ROOT / "outputs" / ("bench-loading-tiny" if quick else "bench-loading") / "release",
+                           quick)
+    frames, size, steps = (4, 64, 1) if quick else (24, 256, 3)
+    runs = [call_in_child("bench_loading", "run", variant, str(folder), frames, size, steps)
+            for _ in range(1 if quick else 2) for variant in ("plain", "lean")]
+    best = {variant: {key: min(r[key] for r in runs if r["variant"] == variant)
+                      for key in runs[0] if key not in ("variant", "latents_mean")} for variant in ("plain", "lean")}
+    means = {r["latents_mean"] for r in runs}
+    return {"frames": frames, "size": size, "steps": steps, "runs": runs, "best": best,
+            "same_latents": max(means) - min(means) < 1e-6}
+
+
+def section(report: dict) -> list[str]:
+    plain, lean = report["best"]["plain"], report["best"]["lean"]
+    gib = 1024.0
+    lines = [MARKS[0], "", "## Loading and generating: memory (issue 15)", "",
+             f"SD-1.5 layout at half width, random weights in the official files, {report['size']}x{report['size']}, "
+             f"{report['frames']} frames, {report['steps']} steps, CFG 3.5, fp32, 2 threads; each figure the lower "
+             "of two fresh processes, the variants alternating.", "",
+             "| | plain loader (before) | lean loader (now) | now / before |", "|---|---|---|---|"]
+    for key, label in (("load_peak_mib", "peak RSS after loading"), ("generate_peak_mib", "peak RSS while generating"),
+                       ("peak_mib", "peak RSS of the run"), ("load_seconds", "loading, s"),
+                       ("generate_seconds", "generating, s")):
+        unit = 1.0 if key.endswith("seconds") else gib
+        suffix = "" if key.endswith("seconds") else " GiB"
+        lines.append(f"| {label} | {plain[key] / unit:.2f}{suffix} | {lean[key] / unit:.2f}{suffix} | "
+                     f"{lean[key] / plain[key]:.2f}x |")
+    ratio = lean["peak_mib"] / gib / OFFICIAL_PEAK_GIB
+    lines += ["", f"Against the official pipeline's 3.64 GB at this configuration (issue 15's figure, not re-measured "
+              f"here): {ratio:.2f}x (target <= {TARGET_RATIO}x). The same latents in every run: "
+              f"{report['same_latents']}.", "", MARKS[1]]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="A tiny release; does not touch docs/benchmarks.md.")
+    args = parser.parse_args()
+    report = measure(args.quick)
+    print("\n".join(section(report)))
+    if not args.quick:
+        from bench_real_photos import write_docs
+
+        write_docs(ROOT / "docs" / "benchmarks.md", section(report), MARKS)
+        (ROOT / "outputs" / "bench-loading" / "loading.json").write_text(json.dumps(report, indent=2))
+        print("wrote docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()
