@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from magicportrait.types import GUIDANCE_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child import call_in_child, peak_rss_mib  # noqa: E402 - benchmarks/ is not a package
@@ -76,8 +78,8 @@ def plain_load_release(paths, device="cpu", dtype=torch.float32, prompt=None) ->
     from magicportrait.models.release import (
         DEFAULT_PROMPT,
         OFFICIAL_MOTION_MODULE_KWARGS,
-        _guidance_blocks,
         encode_prompt,
+        guidance_widths,
     )
     from magicportrait.models.unet_3d import UNet3DConditionModel
 
@@ -89,11 +91,12 @@ def plain_load_release(paths, device="cpu", dtype=torch.float32, prompt=None) ->
     reference = ReferenceUNet2DConditionModel.from_unet2d_config(dict(config))
     load_strict(reference, read_state_dict(paths.ckpts / "reference_unet.pth"), "reference")
     encoders = {}
-    for name in ("depth", "normal", "render"):
+    for name in GUIDANCE_NAMES:
         path = paths.ckpts / f"guidance_encoder_{name}.pth"
         state = read_state_dict(path)
         encoders[name] = GuidanceEncoder(guidance_embedding_channels=int(config["block_out_channels"][0]),
-                                         guidance_input_channels=3, block_out_channels=_guidance_blocks(state, path))
+                                         guidance_input_channels=3, block_out_channels=guidance_widths(
+                                             {key: value.shape for key, value in state.items()}, path))
         load_strict(encoders[name], state, str(path))
     vae = AutoencoderKL.from_pretrained(str(paths.vae), local_files_only=True)
     for module in [vae, reference, denoising, *encoders.values()]:
@@ -140,7 +143,7 @@ def run(variant: str, folder: str, frames: int, size: int, steps: int) -> dict:
     rng = np.random.default_rng(0)
     reference = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     guidance = {name: rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
-                for name in ("depth", "normal", "render")}
+                for name in GUIDANCE_NAMES}
     config = GenerationConfig(steps=steps, guidance_scale=3.5, show_progress=False)
     began = time.perf_counter()
     with torch.no_grad(), RssSampler() as sampler:

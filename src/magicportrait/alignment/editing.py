@@ -161,8 +161,7 @@ def blend_with_portrait(head: HeadTrack, portrait: HeadTrack, weight: np.ndarray
     base = axis_angle_to_matrix(portrait.rotation[0].astype(np.float64))
     relative = matrix_to_axis_angle(axis_angle_to_matrix(head.rotation.astype(np.float64)) @ base.T)
     rotation = matrix_to_axis_angle(axis_angle_to_matrix(relative * w) @ base)
-    scale = portrait.scale[0] * (head.scale / portrait.scale[0]) ** w[:, 0]
-    translation = portrait.translation[0] + w * (head.translation - portrait.translation[0])
+    translation, scale = _movement(head, portrait, w)
     expression = portrait.expression[0] + w * (head.expression - portrait.expression[0])
     joints = head.joint_rotations
     if joints.shape[1] and portrait.joint_rotations.shape[1] == joints.shape[1]:
@@ -186,9 +185,16 @@ def _scale_movement(head: HeadTrack, portrait: HeadTrack, factor: float) -> Head
     """The head's translation and size change relative to the portrait's, multiplied by ``factor``."""
     if factor == 1:
         return head
-    translation = portrait.translation[0] + factor * (head.translation - portrait.translation[0])
-    scale = portrait.scale[0] * (head.scale / portrait.scale[0]) ** factor
+    translation, scale = _movement(head, portrait, np.full((head.num_frames, 1), float(factor)))
     return replace(head, translation=translation.astype(np.float32), scale=scale.astype(np.float32))
+
+
+def _movement(head: HeadTrack, portrait: HeadTrack, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Translation and scale ``weight`` `(T, 1)` of the way from the portrait's to ``head``'s (scale
+    geometrically)."""
+    translation = portrait.translation[0] + weight * (head.translation - portrait.translation[0])
+    scale = portrait.scale[0] * (head.scale / portrait.scale[0]) ** weight[:, 0]
+    return translation, scale
 
 
 def _edit_expression(head: HeadTrack, portrait: HeadTrack, edit: MotionEdit, model: HeadModel,
@@ -245,10 +251,8 @@ class ExpressionBasis:
         landmark_columns = np.concatenate([np.asarray(model.landmarks(self.rest + columns[i:i + CHUNK]), np.float64)
                                            for i in range(0, num_expression, CHUNK)]) - self.rest_landmarks
         self.landmark_matrix = landmark_columns.reshape(num_expression, -1).T  # (478 * 3, E)
-        square = self.matrix.shape[0] == self.matrix.shape[1]
-        # The open geometry's expression is its vertex offsets: the map is the identity, no inverse to compute.
-        identity = square and np.allclose(self.matrix, np.eye(len(self.matrix)), atol=1e-9)
-        self._solve = np.eye(len(self.matrix)) if identity else np.linalg.pinv(self.matrix)
+        self._solve = _pseudo_inverse(self.matrix)
+        self._landmark_solve = None  # computed on first use (only retargeting and the eye scale need it)
 
     def vertices(self, expression: np.ndarray) -> np.ndarray:
         """`(T, V, 3)` pose-free vertices (zero joint rotations) of `(T, E)` expression parameters."""
@@ -268,9 +272,18 @@ class ExpressionBasis:
     def fit_landmarks(self, expression: np.ndarray, target: np.ndarray) -> np.ndarray:
         """`(T, E)` expression nearest ``expression`` whose landmarks best match `(T, 478, 3)` ``target`` (least
         squares: the open geometry matches exactly; FLAME as far as its expression basis reaches)."""
+        if self._landmark_solve is None:
+            self._landmark_solve = _pseudo_inverse(self.landmark_matrix)
         change = (np.asarray(target, np.float64) - self.landmarks(expression)).reshape(len(target), -1)
-        step, *_ = np.linalg.lstsq(self.landmark_matrix, change.T, rcond=None)
-        return np.asarray(expression, np.float64) + step.T
+        return np.asarray(expression, np.float64) + change @ self._landmark_solve.T
+
+
+def _pseudo_inverse(matrix: np.ndarray) -> np.ndarray:
+    """The least-squares inverse of a linear map; the identity where the map is (the open geometry's expression
+    is its vertex offsets, and its vertices are its landmarks), without computing it."""
+    if matrix.shape[0] == matrix.shape[1] and np.allclose(matrix, np.eye(len(matrix)), atol=1e-9):
+        return np.eye(len(matrix))
+    return np.linalg.pinv(matrix)
 
 
 def retarget_head(portrait: HeadTrack, model: HeadModel, eye_target: float | None = None,

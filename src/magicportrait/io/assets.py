@@ -34,6 +34,7 @@ class Asset:
 
 
 RELEASE_REPO = "mengtingwei/MagicPortrait"  # the official release on the Hugging Face hub
+FROM_CACHE = "found in the Hugging Face cache (magicportrait weights download)"
 GET_WEIGHTS = ("Get them with `magicportrait weights download` (or, on a machine with internet, `magicportrait "
                "weights download --dir pretrained`, copy `pretrained/` here and pass `--weights pretrained` or set "
                "$MAGICPORTRAIT_WEIGHTS). See the README, 'Weights'.")
@@ -63,7 +64,7 @@ def asset_value(asset: Asset, value: str | os.PathLike | None) -> tuple[Path | N
     if asset is WEIGHTS:
         cached = cached_release()
         if cached is not None:
-            return cached, "found in the Hugging Face cache (magicportrait weights download)"
+            return cached, FROM_CACHE
     return None, ""
 
 
@@ -86,7 +87,7 @@ def resolve_asset(asset: Asset, value: str | os.PathLike | None) -> Path | None:
     if path is None:
         return None
     if path.is_dir() if asset.is_dir else path.is_file():
-        if origin.startswith("found in"):
+        if origin == FROM_CACHE:
             logger.info("Using the %s %s: %s", asset.what, origin, path)
         return path
     problem = "does not exist" if not path.exists() else f"is not a {'folder' if asset.is_dir else 'file'}"

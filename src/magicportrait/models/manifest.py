@@ -138,32 +138,28 @@ def _motion_file(ckpts: Path) -> Path:
 
 def _guidance_checks(ckpts: Path, width: int) -> list[FileCheck]:
     from magicportrait.models.guidance_encoder import GuidanceEncoder
+    from magicportrait.models.release import guidance_widths
 
     checks = []
     for name in GUIDANCE_NAMES:
         path = ckpts / f"guidance_encoder_{name}.pth"
-        try:  # the stage widths are the file's own (the loader reads them the same way)
-            shapes = stored_shapes(path) if path.is_file() else {}
-            blocks = _guidance_widths(shapes)
+        if not path.is_file():
+            checks.append(FileCheck(path, "missing"))
+            continue
+        try:
+            shapes = stored_shapes(path)
         except CheckpointError as error:
             checks.append(FileCheck(path, "unreadable", str(error)))
+            continue
+        try:  # the stage widths are the file's own (the loader reads them the same way)
+            blocks = guidance_widths(shapes, path)
+        except CheckpointError as error:
+            checks.append(FileCheck(path, "wrong keys", str(error)))
             continue
         expected = _model_shapes(lambda blocks=blocks: GuidanceEncoder(
             guidance_embedding_channels=width, guidance_input_channels=3, block_out_channels=blocks))
         checks.append(compare(path, expected))
     return checks
-
-
-def _guidance_widths(shapes: Shapes) -> tuple[int, ...]:
-    """The encoder's stage widths from its stored shapes: conv_in's output, then every second block's output."""
-    if "conv_in.weight" not in shapes:
-        return (16, 32, 96, 256)  # the official widths; the comparison then names the missing keys
-    widths = [shapes["conv_in.weight"][0]]
-    index = 1
-    while f"blocks.{index}.weight" in shapes:
-        widths.append(shapes[f"blocks.{index}.weight"][0])
-        index += 2
-    return tuple(widths)
 
 
 def _folder_model_check(folder: Path, names: tuple[str, ...], build: Callable[[dict], torch.nn.Module]) -> FileCheck:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +153,7 @@ def load_release(paths: ReleasePaths, device: str | torch.device = "cpu", dtype:
     for name in GUIDANCE_NAMES:
         path = paths.ckpts / f"guidance_encoder_{name}.pth"
         state = read_state_dict(path)
-        blocks = _guidance_blocks(state, path)
+        blocks = guidance_widths({key: value.shape for key, value in state.items()}, path)
         encoders[name] = GuidanceEncoder(guidance_embedding_channels=width, guidance_input_channels=3,
                                          block_out_channels=blocks)
         load_strict(encoders[name], state, str(path))
@@ -166,11 +167,12 @@ def load_release(paths: ReleasePaths, device: str | torch.device = "cpu", dtype:
     return components
 
 
-def _guidance_blocks(state: dict, path: Path) -> tuple[int, ...]:
-    """The encoder's stage widths, read from its checkpoint (the official release: 16, 32, 96, 256)."""
+def guidance_widths(shapes: Mapping[str, Sequence[int]], path: Path) -> tuple[int, ...]:
+    """A guidance encoder's stage widths from its checkpoint's tensor shapes (the official release: 16, 32, 96,
+    256): conv_in's output, then the strided blocks' outputs."""
     try:
-        first = int(state["conv_in.weight"].shape[0])
-        widths = [int(state[f"blocks.{i}.weight"].shape[0]) for i in (1, 3, 5)]
+        first = int(shapes["conv_in.weight"][0])
+        widths = [int(shapes[f"blocks.{i}.weight"][0]) for i in (1, 3, 5)]
     except KeyError as missing:
         raise CheckpointError(f"{path}: not a guidance-encoder checkpoint (no {missing}).") from None
     return (first, *widths)

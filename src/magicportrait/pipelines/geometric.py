@@ -19,7 +19,7 @@ Per frame, in the source's square face crop:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import cv2
@@ -185,6 +185,12 @@ class GeometricGenerator:
         self.source_rotation = axis_angle_to_matrix(source.head.rotation[0].astype(np.float64))
         self.source_xyz = head_model.landmarks(vertices[None])[0, WARP_POINTS].astype(np.float64)
         self.source_points = self.source_xyz[:, :2]
+        # The warp points on the portrait's own (pose-free) face: posed per frame, the head's rigid motion. Posing
+        # the landmarks, not the mesh, costs no head-model evaluation per frame (exact for the orthographic
+        # camera, whose posing is affine).
+        own = source.head
+        self.own_points = head_model.landmarks(head_model.shape_vertices(
+            own.identity, own.expression[:1], own.joint_rotations[:1]))[0, WARP_POINTS].astype(np.float64)
         self.point_weights = rigid_point_weights(load_canonical_face()[0])[WARP_POINTS]
         self.layers = self._head_layers(source.crop, face_mask)
         self.depth = None
@@ -214,10 +220,10 @@ class GeometricGenerator:
     def _rigid_points(self, head: HeadTrack) -> np.ndarray:
         """`(T, P, 2)` the warp points of the portrait's own face (its expression) in each frame's pose: the head's
         rigid motion, which an opening jaw or a smile must not change (the hair would move with the mouth)."""
-        count = head.num_frames
-        own = replace(head, expression=np.repeat(self.source.head.expression[:1], count, axis=0),
-                      joint_rotations=np.repeat(self.source.head.joint_rotations[:1], count, axis=0))
-        return self.head_model.landmarks(self.head_model.posed_vertices(own))[:, WARP_POINTS, :2]
+        from magicportrait.heads.base import project_to_image
+
+        points = np.broadcast_to(self.own_points, (head.num_frames, *self.own_points.shape))
+        return project_to_image(points, head)[..., :2]
 
     def _turn_degrees(self, head: HeadTrack) -> np.ndarray:
         """`(T,)` angle of each frame's head rotation away from the portrait's own, degrees."""

@@ -97,6 +97,15 @@ class RetargetPipeline:
         crop = self._generator.render(head)[0]
         return self._paste.paste(self._frame, crop, self.source.crop), crop
 
+    def openings(self) -> tuple[float, float]:
+        """The prepared portrait's own eyelid and lip opening (fractions of the eye's / mouth's width)."""
+        from magicportrait.heads.regions import eye_opening, lip_opening
+
+        head = self.source.head
+        landmarks = self.head_model.landmarks(self.head_model.shape_vertices(
+            head.identity, head.expression[:1], head.joint_rotations[:1]))[0]
+        return float(eye_opening(landmarks)), float(lip_opening(landmarks))
+
     def retargeted_head(self, retarget: RetargetConfig):
         """The portrait's head with ``retarget`` applied (one frame; saved as a motion file by :meth:`run`)."""
         head = retarget_head(self.source.head, self.head_model, retarget.eye_opening, retarget.lip_opening,

@@ -12,12 +12,12 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import replace
-from pathlib import Path
 
 import gradio as gr
 
 from magicportrait.errors import MagicPortraitError
 from magicportrait.pipelines.evaluate import VIDEO_SUFFIXES
+from magicportrait.pipelines.retarget import RetargetConfig
 from magicportrait.ui.forms import FormField, form_fields
 from magicportrait.ui.studio import AUTO_FACE, Studio
 
@@ -122,7 +122,7 @@ def build_app(studio: Studio, weights_configured: bool = False) -> gr.Blocks:
                                     interactive=False, elem_id="downloads")
 
         with gr.Tab("Retarget a still"):
-            retarget_fields = form_fields(_retarget_config())
+            retarget_fields = form_fields(RetargetConfig)
             with gr.Row():
                 with gr.Column():
                     retarget_widgets = [widget(field) for field in retarget_fields]
@@ -198,14 +198,3 @@ def build_app(studio: Studio, weights_configured: bool = False) -> gr.Blocks:
 def _shown(run):
     videos = [str(path) if path else None for path in (run.result, run.result_crop, run.grid)]
     return (f"**Done.** {run.summary}", *videos, [str(run.motion)], run)
-
-
-def _retarget_config():
-    from magicportrait.pipelines.retarget import RetargetConfig
-
-    return RetargetConfig
-
-
-def served_files_root(studio: Studio) -> Path:
-    """The one folder the page may download from."""
-    return studio.runs

@@ -20,6 +20,7 @@ import numpy as np
 from magicportrait.errors import InputError
 from magicportrait.pipelines.animate import AnimateConfig
 from magicportrait.pipelines.evaluate import VIDEO_SUFFIXES
+from magicportrait.types import GUIDANCE_NAMES
 from magicportrait.ui.forms import PATH_ASSETS, FormField, PathPolicy, build_config, form_fields
 
 MAX_RUNS = 20  # run folders kept; older ones are removed
@@ -144,7 +145,7 @@ class Studio:
         GuidePipeline(guide).run(_needed(image_path, "a portrait"), None, folder, motion=draft.motion)
         archive = folder / "guidance.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
-            for name in ("depth", "normal", "render"):
+            for name in GUIDANCE_NAMES:
                 for png in sorted((folder / name).glob("*.png")):
                     zipped.write(png, f"{name}/{png.name}")
         return archive
@@ -158,13 +159,7 @@ class Studio:
 
     def openings(self, image_path: str | None, face: str | None, face_box: str | None) -> tuple[float, float]:
         """The portrait's own eyelid and lip opening (where the retarget sliders start)."""
-        from magicportrait.heads.regions import eye_opening, lip_opening
-
-        pipeline = self._retarget_pipeline(image_path, face, face_box)
-        head = pipeline.source.head
-        landmarks = pipeline.head_model.landmarks(pipeline.head_model.shape_vertices(
-            head.identity, head.expression[:1], head.joint_rotations[:1]))[0]
-        return float(eye_opening(landmarks)), float(lip_opening(landmarks))
+        return self._retarget_pipeline(image_path, face, face_box).openings()
 
     def _retarget_pipeline(self, image_path: str | None, face: str | None, face_box: str | None):
         from magicportrait.io.image import load_image
