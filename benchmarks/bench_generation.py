@@ -22,8 +22,9 @@ Two parts, every measurement in a fresh subprocess so that its peak memory (VmHW
      conditional with it);
    - PyTorch SDPA attention (diffusers' ``AttnProcessor2_0``, the default) vs diffusers' classic ``AttnProcessor``,
      on every attention of both UNets and the guidance encoders, the reference fusion's included;
-   - guidance features encoded per window (the default) vs every frame's features encoded up front and held (the
-     official pipeline's approach); also ``cache_guidance=True``;
+   - guidance features kept between steps within a budget (the default) vs every frame's features encoded up front
+     and held (the official pipeline's approach), and vs re-encoded at every step (``--guidance-cache-mb 0``);
+   - feed-forward layers in chunks of rows (the CPU default) vs whole;
    - peak memory for 4x as many frames as the others (memory flat in video length).
 """
 
@@ -160,8 +161,8 @@ def pipeline_classes() -> dict[str, type]:
 
         replaced = 0
 
-        def to(self, device, dtype):
-            super().to(device, dtype)
+        def to(self, device, dtype, offload=False):
+            super().to(device, dtype, offload)
             for network in (self.reference_unet, self.denoising_unet, *self.guidance_encoders.values()):
                 for module in network.modules():
                     if isinstance(module, Attention) and isinstance(module.processor, AttnProcessor2_0):
@@ -177,9 +178,38 @@ def pipeline_classes() -> dict[str, type]:
                 ClassicAttention.replaced += 1
             return fusion
 
-    return {"default": GenerationPipeline, "reference_per_window": ReferencePerWindow,
-            "two_pass_cfg": TwoPassGuidance, "classic_attention": ClassicAttention,
-            "upfront_guidance": GenerationPipeline, "cache_guidance": GenerationPipeline}
+    class ChannelsLast(GenerationPipeline):
+        """The denoising UNet's weights in channels-last memory format (NHWC convolution kernels)."""
+
+        def to(self, device, dtype, offload=False):
+            super().to(device, dtype, offload)
+            self.denoising_unet.to(memory_format=torch.channels_last)
+            return self
+
+    classes = {"default": GenerationPipeline, "reference_per_window": ReferencePerWindow,
+               "two_pass_cfg": TwoPassGuidance, "classic_attention": ClassicAttention, "channels_last": ChannelsLast}
+    return {variant: classes.get(variant, GenerationPipeline) for variant in VARIANTS}
+
+
+VARIANTS = ("default", "reference_per_window", "two_pass_cfg", "classic_attention", "channels_last",
+            "upfront_guidance", "no_guidance_cache", "whole_feed_forward", "vae_tile", "offload", "compiled",
+            "sdpa_math", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn")
+VARIANT_OPTIONS: dict[str, dict] = {
+    "no_guidance_cache": {"guidance_cache_mb": 0}, "whole_feed_forward": {"feed_forward_chunk": 0},
+    "vae_tile": {"vae_tile": 256}, "offload": {"offload": True}, "compiled": {"compile": True},
+}
+"""GenerationConfig options of the variants that are product options (the others are benchmark-only code)."""
+SDPA_BACKENDS = {"sdpa_math": "MATH", "sdpa_flash": "FLASH_ATTENTION", "sdpa_efficient": "EFFICIENT_ATTENTION",
+                 "sdpa_cudnn": "CUDNN_ATTENTION"}
+
+
+def sdpa_backend(variant: str) -> contextlib.AbstractContextManager:
+    """Within the block, PyTorch's SDPA uses only the variant's backend (the default lets PyTorch choose)."""
+    if variant not in SDPA_BACKENDS:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, SDPA_BACKENDS[variant])])
 
 
 HELD_GUIDANCE: dict[str, int] = {}
@@ -190,7 +220,7 @@ def upfront_guidance_features() -> Iterator[None]:
     """Within the block the pipeline encodes every frame's guidance maps before the denoising loop (each map read
     whole, as the official pipeline reads it, and encoded in chunks of ``guidance_chunk`` frames) and holds the
     summed features on the device for the whole loop."""
-    from magicportrait.pipelines import generation
+    from magicportrait.models import generation
 
     class UpfrontGuidanceFeatures(generation.GuidanceFeatures):
         def __init__(self, *args, **kwargs) -> None:
@@ -212,7 +242,7 @@ def upfront_guidance_features() -> Iterator[None]:
 # --- one measurement (runs in a subprocess) --------------------------------------------------------------------------
 
 
-def build_pipeline(model: str, variant: str, seed: int = 0):
+def build_pipeline(model: str, variant: str, seed: int = 0, device: str = "cpu"):
     from diffusers import AutoencoderKL
 
     from magicportrait.models.guidance_encoder import GuidanceEncoder
@@ -222,12 +252,13 @@ def build_pipeline(model: str, variant: str, seed: int = 0):
 
     spec = model_specs()[model]
     torch.manual_seed(seed)  # default initialisation, drawn reproducibly
-    denoising = UNet3DConditionModel.from_unet2d_config(dict(spec["unet"]),
-                                                        motion_module_kwargs=dict(OFFICIAL_MOTION_MODULE_KWARGS))
-    reference = ReferenceUNet2DConditionModel.from_unet2d_config(dict(spec["unet"]))
-    encoders = {name: GuidanceEncoder(**spec["encoder"]) for name in GUIDANCE_MAPS}
-    vae = AutoencoderKL(**spec["vae"])
-    text = torch.randn(1, 77, spec["text_width"])
+    with torch.device(device):  # initialised where they run (an SD-size UNet's init on a CPU takes long)
+        denoising = UNet3DConditionModel.from_unet2d_config(dict(spec["unet"]),
+                                                            motion_module_kwargs=dict(OFFICIAL_MOTION_MODULE_KWARGS))
+        reference = ReferenceUNet2DConditionModel.from_unet2d_config(dict(spec["unet"]))
+        encoders = {name: GuidanceEncoder(**spec["encoder"]) for name in GUIDANCE_MAPS}
+        vae = AutoencoderKL(**spec["vae"])
+        text = torch.randn(1, 77, spec["text_width"])
     for network in (denoising, reference, vae, *encoders.values()):
         network.eval().requires_grad_(False)
     return pipeline_classes()[variant](vae, reference, denoising, encoders, text)
@@ -302,11 +333,11 @@ def measure(spec: dict) -> dict:
     device = torch.device(spec["device"])
     clock = Clock(device)
     start = clock()
-    pipeline = build_pipeline(spec["model"], spec["variant"])
+    pipeline = build_pipeline(spec["model"], spec["variant"], device=spec["device"])
     config = GenerationConfig(steps=spec["steps"], guidance_scale=GUIDANCE_SCALE, context_frames=CONTEXT_FRAMES,
                               dtype=spec["dtype"], device=spec["device"], show_progress=False,
-                              cache_guidance=spec["variant"] == "cache_guidance")
-    pipeline.to(device, config.torch_dtype)
+                              **VARIANT_OPTIONS.get(spec["variant"], {}))
+    pipeline.to(device, config.torch_dtype, config.offload)
     build_seconds = clock() - start
     if clock.cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -318,7 +349,7 @@ def measure(spec: dict) -> dict:
     portrait = np.random.default_rng(7).integers(0, 256, (size, size, 3), dtype=np.uint8)
     step_ends: list[float] = []
     upfront = upfront_guidance_features() if spec["variant"] == "upfront_guidance" else contextlib.nullcontext()
-    with upfront:
+    with upfront, sdpa_backend(spec["variant"]):
         cpu_start = process_cpu_seconds()
         loop_start = clock()
         latents = pipeline.generate_latents(portrait, guidance, config, num_frames=num_frames,
@@ -328,7 +359,7 @@ def measure(spec: dict) -> dict:
     for timer in (reference_timer, guidance_timer, unet_timer):
         timer.remove()
     decoded = 0
-    for frames in pipeline.iter_video(latents, config.decode_chunk):  # streamed, as to a video writer
+    for frames in pipeline.iter_video(latents, config.decode_chunk, config):  # streamed, as to a video writer
         decoded += len(frames)
     decode_seconds = clock() - loop_end
     reference_end = reference_timer.first_start + reference_timer.seconds if reference_timer.calls == 1 else None
@@ -440,7 +471,7 @@ def ratios(device: str, dtype: str, frames: int, steps: int, threads: int, quick
     base = {"model": model, "device": device, "dtype": dtype, "size": size, "frames": frames, "steps": steps,
             "threads": threads}
     variants = ("default", "reference_per_window", "two_pass_cfg", "classic_attention", "upfront_guidance",
-                "cache_guidance")
+                "no_guidance_cache", "whole_feed_forward")
     repeats = 1 if quick else 3
     runs = repeated(base, variants, repeats, isolated=not quick)
     long = repeated({**base, "frames": 4 * frames}, ("default", "upfront_guidance"), 1 if quick else 2,
@@ -464,8 +495,10 @@ def ratios(device: str, dtype: str, frames: int, steps: int, threads: int, quick
         "sdpa_memory_ratio": memory_ratio("classic_attention"),
         "chunked_guidance_time_ratio": time_ratio("upfront_guidance"),
         "chunked_guidance_memory_ratio": memory_ratio("upfront_guidance"),
-        "cache_guidance_speedup": 1.0 / time_ratio("cache_guidance"),
-        "cache_guidance_memory_ratio": 1.0 / memory_ratio("cache_guidance"),
+        "guidance_cache_speedup": time_ratio("no_guidance_cache"),
+        "guidance_cache_memory_ratio": memory_ratio("no_guidance_cache"),
+        "feed_forward_chunk_speedup": time_ratio("whole_feed_forward"),
+        "feed_forward_chunk_memory_ratio": memory_ratio("whole_feed_forward"),
         "flatness_default": peak_of(long["default"]) / peak_of(ours),
         "flatness_upfront": peak_of(long["upfront_guidance"]) / peak_of(runs["upfront_guidance"]),
     }

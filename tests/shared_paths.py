@@ -16,3 +16,5 @@ MANIFEST = Path(os.environ.get("MAGICPORTRAIT_MANIFEST", SHARED / "reference/off
 
 needs_partial_flame = pytest.mark.skipif(not PARTIAL_MODEL.is_file(),
                                          reason=f"shared partial FLAME model not found at {PARTIAL_MODEL}")
+DECA_VECTORS = SHARED / "vectors/deca-tiny"
+SMIRK_VECTORS = SHARED / "vectors/smirk-tiny"

@@ -53,7 +53,7 @@ def test_input_error_is_what_the_cli_prints():
      "--geometric-warp-inner (3) must be below --geometric-warp-outer (2)."),
     (lambda: GenerationConfig(steps=0), "--steps must be between 1 and 1000, got 0."),
     (lambda: GenerationConfig(context_overlap=12), "--context-overlap must be between 0 and 11, got 12."),
-    (lambda: GenerationConfig(dtype="fp8"), "--dtype must be one of fp32, fp16, bf16; got 'fp8'."),
+    (lambda: GenerationConfig(dtype="fp8"), "--dtype must be one of auto, fp32, fp16, bf16; got 'fp8'."),
     (lambda: EvaluationConfig(batch_size=0), "--batch-size must be at least 1, got 0."),
     (lambda: EvaluationConfig(metrics="fid,sharpness"), "Unknown metric(s) in --metrics: sharpness."),
     (lambda: PrepareConfig(max_lost=1.5), "--max-lost must be between 0 and 1, got 1.5."),

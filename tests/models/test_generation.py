@@ -11,6 +11,7 @@ from diffusers import AutoencoderKL
 from torch import nn
 
 from magicportrait.errors import InputError
+from magicportrait.models import official_vectors
 from magicportrait.models.context import context_windows
 from magicportrait.models.generation import GenerationConfig, GenerationPipeline, GuidanceVideos, make_scheduler
 from shared_paths import VECTORS
@@ -202,8 +203,8 @@ def test_loop_matches_written_out_ddim_cfg(monkeypatch, steps: int) -> None:
 def test_guidance_loader_and_cache_give_the_same_latents(monkeypatch) -> None:
     pipe, _ = stub_pipeline(monkeypatch)
     reference, guidance = random_inputs(9)
-    config = GenerationConfig(steps=2, context_frames=4, show_progress=False)
-    from_arrays = pipe.generate_latents(reference, guidance, config)
+    uncached = GenerationConfig(steps=2, context_frames=4, show_progress=False, guidance_cache_mb=0)
+    from_arrays = pipe.generate_latents(reference, guidance, uncached)
     reads = []
 
     def loader_for(video):
@@ -213,14 +214,25 @@ def test_guidance_loader_and_cache_give_the_same_latents(monkeypatch) -> None:
         return load
 
     loaders = {name: loader_for(video) for name, video in guidance.items()}
-    from_loaders = pipe.generate_latents(reference, loaders, config, num_frames=9)
+    from_loaders = pipe.generate_latents(reference, loaders, uncached, num_frames=9)
     torch.testing.assert_close(from_loaders, from_arrays, rtol=0, atol=0)
     assert max(stop - start for start, stop in reads) <= 4  # never the whole video at once
-    cached = GenerationConfig(steps=2, context_frames=4, show_progress=False, cache_guidance=True)
+    windows = context_windows(9, 4)
+    assert sum(stop - start for start, stop in reads) == 2 * 2 * sum(len(w.frames) for w in windows) + 1  # + probe
+    # The default keeps every frame's features (in the network dtype: the same numbers), each frame read once.
     reads.clear()
-    from_cache = pipe.generate_latents(reference, loaders, cached, num_frames=9)
-    assert rel_l2(from_cache, from_arrays) < 1e-3  # fp16 cache
+    from_cache = pipe.generate_latents(reference, loaders, GenerationConfig(steps=2, context_frames=4,
+                                                                              show_progress=False), num_frames=9)
+    torch.testing.assert_close(from_cache, from_arrays, rtol=1e-6, atol=1e-6)
     assert sum(stop - start for start, stop in reads) == 2 * 9 + 1  # each frame once per map (+ the size probe)
+    # A budget of two frames' features (4 channels x 2 x 3 x fp32 = 96 bytes each): the rest is read again.
+    reads.clear()
+    budget = GenerationConfig(steps=2, context_frames=4, show_progress=False, guidance_cache_mb=200 / 2 ** 20)
+    torch.testing.assert_close(pipe.generate_latents(reference, loaders, budget, num_frames=9), from_arrays,
+                               rtol=1e-6, atol=1e-6)
+    # Windows (0-3), (3-6), (6, 7, 8, 0); frames 0 and 1 kept: step 1 reads 12 - 1 frames, step 2 12 - 3, per map.
+    assert [w.frames for w in windows] == [(0, 1, 2, 3), (3, 4, 5, 6), (6, 7, 8, 0)]
+    assert sum(stop - start for start, stop in reads) == 2 * (11 + 9) + 1
 
 
 def test_no_cfg_runs_batch_one(monkeypatch) -> None:
@@ -265,38 +277,8 @@ def test_bad_guidance_is_refused(monkeypatch) -> None:
 
 
 def load_official_pipeline() -> dict:
-    """The tiny official models loaded strictly from the vectors' checkpoints, and the vectors' inputs."""
-    from safetensors.torch import load_file
-
-    from magicportrait.models.checkpoints import read_state_dict
-    from magicportrait.models.guidance_encoder import GuidanceEncoder
-    from magicportrait.models.reference_unet import ReferenceUNet2DConditionModel
-    from magicportrait.models.unet_3d import UNet3DConditionModel
-
     torch.set_num_threads(1)
-    config = json.loads((VECTORS / "config.json").read_text())
-    unet_config = json.loads((VECTORS / "base_model" / "unet" / "config.json").read_text())
-    ckpts = VECTORS / "ckpts"
-    denoising = UNet3DConditionModel.from_unet2d_config(unet_config, **config["unet_additional_kwargs"])
-    denoising.load_state_dict({**read_state_dict(ckpts / "denoising_unet.pth"),
-                               **read_state_dict(ckpts / "motion_module.pth")}, strict=True)
-    reference = ReferenceUNet2DConditionModel.from_unet2d_config(unet_config)
-    reference.load_state_dict(read_state_dict(ckpts / "reference_unet.pth"), strict=True)
-    encoder_kwargs = {key: config["guidance_encoder_kwargs"][key]
-                      for key in ("guidance_embedding_channels", "guidance_input_channels", "block_out_channels")}
-    encoders = {}
-    for name in config["guidance_types"]:
-        encoders[name] = GuidanceEncoder(**encoder_kwargs)
-        encoders[name].load_state_dict(read_state_dict(ckpts / f"guidance_encoder_{name}.pth"), strict=True)
-    vae = AutoencoderKL.from_pretrained(str(VECTORS / "vae"), local_files_only=True, low_cpu_mem_usage=False)
-    inputs = load_file(str(VECTORS / "inputs.safetensors"))
-    pipe = GenerationPipeline(vae, reference, denoising, encoders, inputs["text_embeds"])
-    # The uint8 images the official run started from (README section 3).
-    reference_image = ((inputs["ref_image"][0] + 1) / 2 * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    guidance = {name: (inputs[f"guidance_{name}"][0] * 255).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
-                for name in config["guidance_types"]}
-    return {"pipe": pipe, "inputs": inputs, "reference_image": reference_image, "guidance": guidance,
-            "expected": load_file(str(VECTORS / "expected_d_pipeline.safetensors"))}
+    return official_vectors.load_official_pipeline(VECTORS)
 
 
 @pytest.fixture(scope="module")
@@ -309,23 +291,7 @@ def official_pipeline() -> dict:
 @pytest.fixture(scope="module")
 def official_run(official_pipeline: dict) -> dict:
     """The vectors' pipeline call (128x64, 14 frames, 3 steps, CFG 3.5, eta 0, seed 42), every intermediate kept."""
-    pipe = official_pipeline["pipe"]
-    captured: dict[str, torch.Tensor] = {}
-
-    def on_window(step: int, window: int, context, output: torch.Tensor) -> None:
-        captured[f"step{step}_window{window}_unet_out"] = output.clone()
-
-    def on_step_end(step: int, timestep: int, tensors) -> None:
-        captured[f"step{step}_v_cfg"] = tensors["velocity"].clone()
-        captured[f"step{step}_latents_out"] = tensors["latents"].clone()
-
-    config = GenerationConfig(steps=3, guidance_scale=3.5, seed=42, show_progress=False)
-    captured["final_latents"] = pipe.generate_latents(official_pipeline["reference_image"],
-                                                      official_pipeline["guidance"], config,
-                                                      callback_on_window=on_window, callback_on_step_end=on_step_end)
-    decoded = torch.cat(list(pipe.decode_latents(captured["final_latents"], chunk=1)))  # (F, 3, H, W)
-    captured["video"] = decoded.permute(1, 0, 2, 3).unsqueeze(0)
-    return captured
+    return official_vectors.run_official_call(official_pipeline)
 
 
 # torch.randn's uniform draws are exact, but its Box-Muller log / cos run in the CPU's SIMD kernels
@@ -357,7 +323,7 @@ def test_inputs_are_prepared_as_official(official_pipeline: dict) -> None:
     assert alphas_cumprod[-1] == 0  # zero terminal SNR, exactly: the rescale subtracts the last sqrt from itself
 
 
-TOLERANCES = {"unet_out": 1e-4, "v_cfg": 5e-4, "latents_out": 5e-4, "final_latents": 5e-4, "video": 1.5e-4}
+TOLERANCES = official_vectors.TOLERANCES
 
 
 @needs_vectors

@@ -13,7 +13,7 @@ from magicportrait.ui.forms import PATH_ASSETS, PathPolicy, build_config, form_f
 def test_fields_carry_the_cli_flag_default_and_help():
     fields = {field.name: field for field in form_fields(AnimateConfig)}
     assert fields["steps"].flag == "--steps" and fields["steps"].default == 20 and fields["steps"].kind == "int"
-    assert fields["dtype"].kind == "choice" and fields["dtype"].choices == ("fp32", "fp16", "bf16")
+    assert fields["dtype"].kind == "choice" and fields["dtype"].choices == ("auto", "fp32", "fp16", "bf16")
     assert fields["edit_yaw"].flag == "--edit-yaw" and fields["edit_yaw"].ui_range == (0.0, 3.0)
     assert fields["geometric_blend"].flag == "--geometric-blend"
     assert {name for name, field in fields.items() if field.kind == "path"} == set(PATH_ASSETS)

@@ -16,14 +16,17 @@ released weights give the released behaviour:
    half attends without the reference, so the scale amplifies the appearance conditioning only.
 6. The latents are decoded a few frames at a time.
 
-Unlike the official pipeline, memory does not grow with the video beyond the latents: the guidance maps are read
-and encoded per window (from arrays or from a loader callable), and decoding streams.
+Unlike the official pipeline, memory does not grow with the video beyond the latents and a bounded feature cache:
+the guidance maps are read per window (from arrays or from a loader callable), their features kept while they fit
+``--guidance-cache-mb``, and decoding streams. How the networks run (precision, offloading, compiling, VAE tiling,
+the memory check) is in :mod:`magicportrait.models.runtime`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -42,7 +45,15 @@ from magicportrait.config import (
     option,
 )
 from magicportrait.errors import InputError
+from magicportrait.models import runtime
 from magicportrait.models.context import ContextMode, ContextWindow, context_windows
+from magicportrait.models.guidance_features import (  # noqa: F401 - re-exported: part of this module's API
+    MIB,
+    FrameLoader,
+    GuidanceFeatures,
+    GuidanceSource,
+    GuidanceVideos,
+)
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, DDIMScheduler
@@ -54,9 +65,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FrameLoader = Callable[[int, int], np.ndarray]
-"""``loader(start, stop)`` -> uint8 frames ``start..stop-1`` of shape ``(stop - start, H, W, 3)``."""
-GuidanceSource = np.ndarray | torch.Tensor | Sequence[np.ndarray] | FrameLoader
 WindowCallback = Callable[[int, int, ContextWindow, torch.Tensor], None]
 StepCallback = Callable[[int, int, Mapping[str, torch.Tensor]], None]
 
@@ -67,7 +75,7 @@ SCHEDULER_KWARGS = {
 }
 """The official inference scheduler (its YAML plus the zero-SNR switches ``enable_zero_snr`` adds)."""
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = runtime.DTYPES
 MAX_STEPS = 1000
 
 
@@ -102,15 +110,27 @@ class GenerationConfig:
         False, "Without classifier-free guidance (--guidance-scale <= 1), sum the overlapping windows' predictions "
                "as the official pipeline does (frames in two windows move twice as fast) instead of averaging them: "
                "for bit-compatibility only.")
-    dtype: Literal["fp32", "fp16", "bf16"] = option("fp32", "Precision of the networks, which are cast in place "
-                                                           "(latents and the scheduler stay fp32; the official "
-                                                           "release runs fp32).")
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = option(
+        "auto", "Precision of the networks (latents and the scheduler stay fp32): auto = fp16 on CUDA (bf16, or fp32, "
+                "if fp16 overflows), fp32 on the CPU; the official release runs fp32.")
     device: str = option("cpu", "Torch device, e.g. cpu or cuda.")
-    guidance_chunk: int = option(12, "Frames encoded at once by each guidance encoder.")
-    cache_guidance: bool = option(False, "Keep the guidance features of every frame on the CPU in fp16 after the "
-                                         "first step instead of re-encoding them each step (faster; ~2.6 MB per "
-                                         "frame at 512x512; not bit-exact with the official fp32 run).")
+    guidance_chunk: int = option(4, "Frames encoded at once by each guidance encoder (bounds its activations).")
+    guidance_cache_mb: float = option(1024, "Memory (MiB, on --device) for keeping the guidance features between "
+                                            "steps instead of re-encoding them; frames beyond it are re-encoded "
+                                            "(0: re-encode every step, the least memory).")
     decode_chunk: int = option(4, "Frames decoded at once by the VAE.")
+    feed_forward_chunk: int | None = option(None, "Rows of each feed-forward layer computed at once (bounds the "
+                                                  "largest activation; exact); default 4096 on the CPU, all on a "
+                                                  "GPU; 0 = all.")
+    offload: bool = option(False, "Keep the reference UNet and the VAE on the CPU except while they run (for 8-12 GB "
+                                  "GPUs; the text encoder is never kept).")
+    vae_tile: int = option(0, "Decode in overlapping tiles of this many pixels (e.g. 256), blended at the seams; 0 = "
+                              "whole frames.")
+    compile: bool = option(False, "torch.compile the denoising UNet (the first window includes the compilation; "
+                                  "worth it for long videos on a GPU).")
+    low_vram: bool = option(False, "Preset for 8-12 GB GPUs: --offload, fp16 (auto), --vae-tile 256, "
+                                   "--decode-chunk 1, --guidance-chunk 4, --guidance-cache-mb 0, feed-forward "
+                                   "chunks of 4096 rows.")
     reference_fusion: Literal["concat", "add"] = option("concat", "How reference features enter self-attention: "
                                                                   "concat (official: extra keys/values) or add "
                                                                   "(the paper's element-wise variant).")
@@ -120,115 +140,41 @@ class GenerationConfig:
         check_choices(self)  # context_mode, dtype, reference_fusion
         check_range(self, "steps", 1, MAX_STEPS)
         check_range(self, "guidance_scale", 0)
+        if self.low_vram:
+            self._apply_low_vram()
         check_at_least(self, 1, "context_frames", "guidance_chunk", "decode_chunk")
+        check_range(self, "guidance_cache_mb", 0)
+        check_range(self, "feed_forward_chunk", 0)
+        if self.vae_tile and (self.vae_tile < 64 or self.vae_tile % 8):
+            raise InputError(f"{flag('vae_tile')} must be 0 or a multiple of 8 of at least 64 pixels, got "
+                             f"{self.vae_tile}.")
         check_range(self, "context_overlap", 0, self.context_frames - 1)
         check_range(self, "seed", -2 ** 63, 2 ** 64 - 1)  # what torch.Generator.manual_seed takes
         check_device(self)
         if self.noise_device == "cuda" and not torch.cuda.is_available():
             raise InputError(f"{flag('noise_device')} cuda needs a CUDA GPU, and torch sees none; use cpu or auto.")
 
+    def _apply_low_vram(self) -> None:
+        self.offload = True
+        self.vae_tile = self.vae_tile or 256
+        self.decode_chunk, self.guidance_chunk = 1, min(self.guidance_chunk, 4)
+        self.guidance_cache_mb = 0
+        self.feed_forward_chunk = self.feed_forward_chunk or runtime.CPU_FEED_FORWARD_ROWS
+
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        """The networks' dtype (``auto`` resolved for ``device``)."""
+        return runtime.resolve_dtype(self.dtype, self.device)
+
+    @property
+    def feed_forward_rows(self) -> int:
+        if self.feed_forward_chunk is not None:
+            return self.feed_forward_chunk
+        return runtime.CPU_FEED_FORWARD_ROWS if torch.device(self.device).type == "cpu" else 0
 
     @property
     def do_classifier_free_guidance(self) -> bool:
         return self.guidance_scale > 1
-
-
-class GuidanceVideos:
-    """Random access to the guidance videos (one per map type), frames read only when a window needs them.
-
-    Args:
-        sources: map name -> uint8 frames `(F, H, W, 3)` (array, tensor or list of frames), or a loader
-            ``loader(start, stop)`` returning frames ``start..stop-1`` (so a long video need not be in memory).
-        num_frames: the video length; required when every source is a loader.
-    """
-
-    def __init__(self, sources: Mapping[str, GuidanceSource], num_frames: int | None = None) -> None:
-        if not sources:
-            raise InputError("No guidance videos given.")
-        self.sources = dict(sources)
-        lengths = {name: len(source) for name, source in self.sources.items() if not callable(source)}
-        if num_frames is None and not lengths:
-            raise InputError("num_frames is needed when the guidance videos are given as loaders.")
-        self.num_frames = int(num_frames if num_frames is not None else next(iter(lengths.values())))
-        wrong = {name: length for name, length in lengths.items() if length != self.num_frames}
-        if wrong or self.num_frames < 1:
-            raise InputError(f"Every guidance video needs the same number of frames ({self.num_frames}); got {wrong}.")
-        self.height: int | None = None
-        self.width: int | None = None
-        self.height, self.width = self.read(next(iter(self.sources)), [0]).shape[1:3]
-        if self.height % 8 or self.width % 8:
-            raise InputError(f"Guidance frames are {self.width}x{self.height}; both sides must be multiples of 8.")
-
-    def read(self, name: str, frames: Sequence[int]) -> np.ndarray:
-        """uint8 frames `(len(frames), H, W, 3)` of map `name`, in the order given (contiguous runs read at once)."""
-        parts = [self._read_run(name, start, stop) for start, stop in _contiguous_runs(frames)]
-        video = np.concatenate(parts)
-        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
-            raise InputError(f"Guidance '{name}' must be uint8 RGB frames (F, H, W, 3), got {video.dtype} "
-                             f"{video.shape}.")
-        if self.height is not None and video.shape[1:3] != (self.height, self.width):
-            raise InputError(f"Guidance '{name}' frames are {video.shape[2]}x{video.shape[1]}, expected "
-                             f"{self.width}x{self.height} (all maps and frames must have one size).")
-        return video
-
-    def _read_run(self, name: str, start: int, stop: int) -> np.ndarray:
-        source = self.sources[name]
-        frames = source(start, stop) if callable(source) else source[start:stop]
-        if isinstance(frames, torch.Tensor):
-            frames = frames.cpu().numpy()
-        frames = np.stack(frames) if isinstance(frames, list | tuple) else np.asarray(frames)
-        if len(frames) != stop - start:
-            raise InputError(f"Guidance '{name}' returned {len(frames)} frames for frames {start}..{stop - 1}.")
-        return frames
-
-
-def _contiguous_runs(frames: Sequence[int]) -> list[tuple[int, int]]:
-    """[11, 12, 13, 0, 1, 2] -> [(11, 14), (0, 3)]: half-open ranges of consecutive indices, in order."""
-    runs: list[tuple[int, int]] = []
-    for frame in frames:
-        if runs and runs[-1][1] == frame:
-            runs[-1] = (runs[-1][0], frame + 1)
-        else:
-            runs.append((frame, frame + 1))
-    return runs
-
-
-class GuidanceFeatures:
-    """Guidance features of any set of frames: each map through its encoder, the three summed (as the official
-    pipeline does), computed on demand and optionally cached on the CPU in fp16."""
-
-    def __init__(self, encoders: Mapping[str, GuidanceEncoder], videos: GuidanceVideos, chunk: int,
-                 device: torch.device, dtype: torch.dtype, cache: bool = False) -> None:
-        missing = sorted(set(encoders) - set(videos.sources))
-        extra = sorted(set(videos.sources) - set(encoders))
-        if missing or extra:
-            raise InputError(f"The guidance maps must match the encoders {sorted(encoders)}: missing {missing}, "
-                             f"unexpected {extra}.")
-        self.encoders, self.videos, self.chunk = encoders, videos, chunk
-        self.device, self.dtype = device, dtype
-        self.cache: dict[int, torch.Tensor] | None = {} if cache else None
-
-    def __call__(self, frames: Sequence[int]) -> torch.Tensor:
-        """Features `(1, E, len(frames), H/8, W/8)` in the network dtype."""
-        if self.cache is None:
-            return self._encode(frames)
-        todo = [frame for frame in dict.fromkeys(frames) if frame not in self.cache]
-        if todo:
-            fresh = self._encode(todo)[0].transpose(0, 1).to("cpu", torch.float16)
-            self.cache.update(zip(todo, fresh, strict=True))
-        cached = torch.stack([self.cache[frame] for frame in frames], dim=1)
-        return cached.unsqueeze(0).to(self.device, self.dtype)
-
-    def _encode(self, frames: Sequence[int]) -> torch.Tensor:
-        features = []
-        for name, encoder in self.encoders.items():
-            maps = torch.from_numpy(self.videos.read(name, frames)).to(self.device)
-            maps = (maps.float() / 255.0).permute(3, 0, 1, 2).unsqueeze(0)  # (1, 3, F, H, W) in [0, 1]
-            features.append(encoder(maps.to(self.dtype), frame_chunk=self.chunk))
-        return torch.stack(features).sum(0)  # stack-then-sum, as the official pipeline adds them
 
 
 class GenerationPipeline:
@@ -255,23 +201,31 @@ class GenerationPipeline:
         self.guidance_encoders = dict(guidance_encoders)
         self.text_embeddings = text_embeddings
         self.scheduler = scheduler if scheduler is not None else make_scheduler()
+        self._vae_upcast = False  # set once fp16 gave the VAE non-finite values
 
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    def to(self, device: str | torch.device, dtype: torch.dtype) -> GenerationPipeline:
-        """Move and cast the networks in place; the VAE stays fp32 when its config asks for it (``force_upcast``,
-        as SD VAEs do)."""
-        for module in [self.reference_unet, self.denoising_unet, *self.guidance_encoders.values()]:
+    def to(self, device: str | torch.device, dtype: torch.dtype, offload: bool = False) -> GenerationPipeline:
+        """Move and cast the networks in place. The VAE runs in ``dtype`` too, and in fp32 from the first time
+        fp16 gives it non-finite values (see :meth:`decode_latents`). With ``offload`` the reference UNet and the VAE
+        stay on the CPU until they run."""
+        device = torch.device(device)
+        for module in [self.reference_unet, self.denoising_unet, *self.guidance_encoders.values(), self.vae]:
             current = next((parameter.dtype for parameter in module.parameters()), dtype)
-            if current.itemsize < dtype.itemsize:
+            target = torch.float32 if module is self.vae and self._vae_upcast else dtype
+            if current.itemsize < target.itemsize:
                 logger.warning("Casting a %s network up to %s: its weights keep their lower precision; load the "
-                               "weights again for exact %s results.", current, dtype, dtype)
-            module.to(device=device, dtype=dtype).eval()
-        vae_dtype = torch.float32 if self.vae.config.get("force_upcast", True) else dtype
-        self.vae.to(device=device, dtype=vae_dtype).eval()
+                               "weights again for exact %s results.", current, target, target)
+            stays_on_cpu = offload and module in (self.reference_unet, self.vae)
+            module.to(device="cpu" if stays_on_cpu else device, dtype=target).eval()
         return self
+
+    def estimate_memory(self, config: GenerationConfig, num_frames: int, height: int,
+                        width: int) -> runtime.MemoryEstimate:
+        """What :meth:`generate_latents` and the decode need on ``config.device`` beyond what is there now."""
+        return runtime.estimate_generation(self, config, num_frames, height, width)
 
     @torch.no_grad()
     def __call__(self, reference_image: np.ndarray, guidance: Mapping[str, GuidanceSource],
@@ -289,7 +243,7 @@ class GenerationPipeline:
         """
         config = config or GenerationConfig()
         latents = self.generate_latents(reference_image, guidance, config, num_frames)
-        return np.concatenate(list(self.iter_video(latents, config.decode_chunk)))
+        return np.concatenate(list(self.iter_video(latents, config.decode_chunk, config)))
 
     @torch.no_grad()
     def generate_latents(self, reference_image: np.ndarray, guidance: Mapping[str, GuidanceSource],
@@ -303,14 +257,38 @@ class GenerationPipeline:
                 raw model output `(B, 4, len(window.frames), h, w)` (B = 2 under CFG: unconditional, conditional).
             callback_on_step_end: ``f(step_index, timestep, tensors)`` after each DDIM step; ``tensors`` holds
                 ``"velocity"`` (the blended, guided prediction) and ``"latents"`` (the new latents).
+
+        Raises:
+            InputError: the generation cannot fit in the device's free memory (estimated before it starts), or ran
+                out of it.
         """
         config = config or GenerationConfig()
-        device, dtype = torch.device(config.device), config.torch_dtype
-        self.to(device, dtype)
         videos = GuidanceVideos(guidance, num_frames)
+        device = torch.device(config.device)
+        runtime.check_fits(self.estimate_memory(config, videos.num_frames, videos.height, videos.width), device)
+        dtype = config.torch_dtype
+        try:
+            return self._sample(reference_image, videos, config, dtype, callback_on_window, callback_on_step_end)
+        except _Overflow:
+            fallback = runtime.overflow_fallback(device)
+            logger.warning("fp16 overflowed in the denoising UNet (non-finite values); generating again in %s.",
+                           str(fallback).removeprefix("torch."))
+            return self._sample(reference_image, videos, config, fallback, callback_on_window, callback_on_step_end)
+        except torch.OutOfMemoryError as error:
+            raise runtime.out_of_memory_error(device) from error
+
+    def _sample(self, reference_image: np.ndarray, videos: GuidanceVideos, config: GenerationConfig,
+                dtype: torch.dtype, callback_on_window: WindowCallback | None,
+                callback_on_step_end: StepCallback | None) -> torch.Tensor:
+        device = torch.device(config.device)
+        self.to(device, dtype, offload=config.offload)
+        runtime.set_feed_forward_chunk(self.denoising_unet, config.feed_forward_rows)
+        runtime.set_compiled(self.denoising_unet, config.compile)
+        cache_bytes = int(config.guidance_cache_mb * MIB)
         features = GuidanceFeatures(self.guidance_encoders, videos, config.guidance_chunk, device, dtype,
-                                    cache=config.cache_guidance)
-        reference_latents = self.encode_reference(reference_image, videos.height, videos.width).to(dtype)
+                                    cache_bytes=cache_bytes)
+        with runtime.on_device([self.vae], device, config.offload):
+            reference_latents = self.encode_reference(reference_image, videos.height, videos.width).to(dtype)
         latents = self.prepare_latents(videos.num_frames, videos.height, videos.width, config.seed,
                                        _noise_device(config)).to(device)
         windows = context_windows(videos.num_frames, config.context_frames, config.context_overlap,
@@ -321,13 +299,18 @@ class GenerationPipeline:
         fusion = self._reference_fusion(config, dtype)
         try:
             # The reference UNet runs once; its banks serve every step and window.
-            fusion.write(self._cfg_batch(reference_latents, config), self._cfg_batch(text, config))
+            with runtime.on_device([self.reference_unet], device, config.offload):
+                fusion.write(self._cfg_batch(reference_latents.to(device), config), self._cfg_batch(text, config))
+            runtime.release_mapped_pages(self.reference_unet)  # not needed again until the next video
             text = self._cfg_batch(text, config)
+            check_overflow = config.dtype == "auto" and dtype == torch.float16
             progress = tqdm(total=config.steps * len(windows), desc="denoising", disable=not config.show_progress)
             with progress:
                 for step_index, timestep in enumerate(self.scheduler.timesteps):
                     velocity = self._predict_velocity(latents, timestep, windows, features, text, config,
                                                       step_index, callback_on_window, progress)
+                    if check_overflow and not torch.isfinite(velocity).all():
+                        raise _Overflow
                     latents = self.scheduler.step(velocity, timestep, latents).prev_sample
                     if callback_on_step_end is not None:
                         callback_on_step_end(step_index, int(timestep),
@@ -350,7 +333,7 @@ class GenerationPipeline:
         pixels = (pixels * 2.0 - 1.0).permute(2, 0, 1).unsqueeze(0)
         from magicportrait.models.vae import vae_encode_mean
 
-        return vae_encode_mean(self.vae, pixels)
+        return self._finite_vae(lambda: vae_encode_mean(self.vae, pixels))
 
     def prepare_latents(self, num_frames: int, height: int, width: int, seed: int,
                         device: str | torch.device = "cpu") -> torch.Tensor:
@@ -361,16 +344,38 @@ class GenerationPipeline:
                  height // self.vae_scale_factor, width // self.vae_scale_factor)
         return torch.randn(shape, generator=generator, device=device) * self.scheduler.init_noise_sigma
 
-    def decode_latents(self, latents: torch.Tensor, chunk: int = 4) -> Iterator[torch.Tensor]:
-        """Decode `chunk` frames at a time: yields float32 `(n, 3, H, W)` in [0, 1] on the CPU."""
+    def decode_latents(self, latents: torch.Tensor, chunk: int = 4,
+                       config: GenerationConfig | None = None) -> Iterator[torch.Tensor]:
+        """Decode `chunk` frames at a time: yields float32 `(n, 3, H, W)` in [0, 1] on the CPU.
+
+        A VAE in fp16 that gives non-finite values is cast to fp32 (with a message) and the chunk decoded again; it
+        stays fp32 from then on. ``config`` brings ``--offload`` and ``--vae-tile``."""
         from magicportrait.models.vae import vae_decode
 
-        for start in range(0, latents.shape[2], chunk):
-            yield vae_decode(self.vae, latents[:, :, start:start + chunk], chunk)[0].transpose(0, 1).cpu()
+        offload = config is not None and config.offload
+        device = torch.device(config.device) if config is not None else self.vae.device
+        runtime.set_vae_tiling(self.vae, config.vae_tile if config is not None else 0)
+        with runtime.on_device([self.vae], device, offload):
+            for start in range(0, latents.shape[2], chunk):
+                part = latents[:, :, start:start + chunk]
+                yield self._finite_vae(lambda part=part: vae_decode(self.vae, part, chunk))[0].transpose(0, 1).cpu()
 
-    def iter_video(self, latents: torch.Tensor, chunk: int = 4) -> Iterator[np.ndarray]:
+    def _finite_vae(self, run: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``run()`` with the VAE; if a half-precision VAE gave non-finite values, again in fp32 (and fp32 from then
+        on, with a message)."""
+        result = run()
+        if self.vae.dtype == torch.float32 or torch.isfinite(result).all():
+            return result
+        logger.warning("The VAE gave non-finite values in %s; running it in fp32 from here on.",
+                       str(self.vae.dtype).removeprefix("torch."))
+        self._vae_upcast = True
+        self.vae.to(torch.float32)
+        return run()
+
+    def iter_video(self, latents: torch.Tensor, chunk: int = 4,
+                   config: GenerationConfig | None = None) -> Iterator[np.ndarray]:
         """Decode `chunk` frames at a time: yields uint8 `(n, H, W, 3)` (stream these to a video writer)."""
-        for frames in self.decode_latents(latents, chunk):
+        for frames in self.decode_latents(latents, chunk, config):
             yield (frames * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
     def _check_window_length(self, length: int) -> None:
@@ -406,10 +411,14 @@ class GenerationPipeline:
         blended = torch.zeros((batch, *latents.shape[1:]), device=latents.device, dtype=torch.float32)
         for window_index, window in enumerate(windows):
             frames = list(window.frames)
-            sample = self._cfg_batch(latents[:, :, frames], config).to(config.torch_dtype)
+            sample = self._cfg_batch(latents[:, :, frames], config).to(text.dtype)
             guidance = self._cfg_batch(features(frames), config)
+            began = time.perf_counter()
             output = self.denoising_unet(sample, timestep, encoder_hidden_states=text,
                                          guidance_features=guidance).float()
+            if config.compile and step_index == window_index == 0:
+                logger.info("torch.compile warm-up: the first window took %.1f s (compilation included).",
+                            time.perf_counter() - began)
             if callback is not None:
                 callback(step_index, window_index, window, output)
             weights = window.weights.to(latents.device).view(1, 1, -1, 1, 1)
@@ -421,6 +430,10 @@ class GenerationPipeline:
             return blended
         unconditional, conditional = blended.chunk(2)
         return unconditional + config.guidance_scale * (conditional - unconditional)
+
+
+class _Overflow(Exception):
+    """fp16 gave non-finite values in an ``auto`` run; it is repeated in bf16 (or fp32)."""
 
 
 def _noise_device(config: GenerationConfig) -> str:

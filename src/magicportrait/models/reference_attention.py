@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
@@ -57,8 +58,17 @@ class ReferenceReaderProcessor:
     def __init__(self, mode: FusionMode = "concat") -> None:
         self.attention = AttnProcessor2_0()
         self.mode = mode
-        self.bank: torch.Tensor | None = None
+        self._bank: torch.Tensor | None = None
+        self._bank_keys_values: tuple[torch.Tensor, torch.Tensor] | None = None
         self.uncond_first_half = False
+
+    @property
+    def bank(self) -> torch.Tensor | None:
+        return self._bank
+
+    @bank.setter
+    def bank(self, value: torch.Tensor | None) -> None:
+        self._bank, self._bank_keys_values = value, None  # its key / value projections are made again
 
     def __call__(
         self,
@@ -70,6 +80,8 @@ class ReferenceReaderProcessor:
     ) -> torch.Tensor:
         if self.bank is None:
             return self.attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        if self.mode == "concat" and _plain_self_attention(attn, hidden_states, attention_mask):
+            return self.concat_projected(attn, hidden_states)
         bank = self.bank_per_row(hidden_states)
         if not self.uncond_first_half:
             return self.fused_attention(attn, hidden_states, bank, attention_mask)
@@ -91,6 +103,30 @@ class ReferenceReaderProcessor:
         # Promote the (fp16) bank back to the attention's precision, as the official concatenation does.
         return self.bank.to(hidden_states.dtype).repeat_interleave(rows // bank_rows, dim=0)
 
+    def concat_projected(self, attn: Attention, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Concat fusion with the bank's keys and values projected once per bank, not once per frame and step: the
+        same numbers as projecting ``[own tokens, bank tokens]`` (a projection acts on each token alone), without
+        the repeated bank's projections (every frame of every window at every step sees the same bank)."""
+        rows = hidden_states.shape[0]
+        if rows % self.bank.shape[0] or (self.uncond_first_half and rows % 2):
+            raise ValueError(f"A reference bank of batch {self.bank.shape[0]} cannot serve {rows} frame rows"
+                             f"{' split in two CFG halves' if self.uncond_first_half else ''}.")
+        half = rows // 2 if self.uncond_first_half else 0
+        outputs = [self.attention(attn, hidden_states[:half])] if half else []
+        own = hidden_states[half:]
+        keys_values = self._bank_keys_values
+        if keys_values is None or keys_values[0].dtype != own.dtype:
+            bank = self.bank.to(own.dtype)  # the (fp16) bank promoted, as the official concatenation does
+            keys_values = (attn.to_k(bank), attn.to_v(bank))
+            if not torch.is_grad_enabled():  # training recomputes blocks (checkpointing): nothing kept there
+                self._bank_keys_values = keys_values
+        per_bank = rows // self.bank.shape[0]
+        bank_keys, bank_values = (tensor.repeat_interleave(per_bank, dim=0)[half:] for tensor in keys_values)
+        keys = torch.cat([attn.to_k(own), bank_keys], dim=1)
+        values = torch.cat([attn.to_v(own), bank_values], dim=1)
+        outputs.append(_attend(attn, attn.to_q(own), keys, values))
+        return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+
     def fused_attention(
         self,
         attn: Attention,
@@ -105,6 +141,24 @@ class ReferenceReaderProcessor:
             raise ValueError(f"mode='add' needs a bank shaped like the tokens {tuple(hidden_states.shape)}, got "
                              f"{tuple(bank.shape)}.")  # fmt: skip
         return self.attention(attn, hidden_states + bank, None, attention_mask)
+
+
+def _plain_self_attention(attn: Attention, hidden_states: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    """An SD-1.5 self-attention (tokens in, no norms or residual inside, no mask): the projected fast path applies."""
+    return (hidden_states.ndim == 3 and mask is None and attn.spatial_norm is None and attn.group_norm is None
+            and attn.norm_cross is None and getattr(attn, "norm_q", None) is None
+            and getattr(attn, "norm_k", None) is None and not attn.residual_connection
+            and attn.rescale_output_factor == 1.0)
+
+
+def _attend(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Multi-head SDPA on projected tokens `(B, N, C)`, then the output projection (``AttnProcessor2_0``'s steps)."""
+    batch, head_dim = query.shape[0], key.shape[-1] // attn.heads
+    query, key, value = (tensor.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+                         for tensor in (query, key, value))
+    hidden = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+    hidden = hidden.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+    return attn.to_out[1](attn.to_out[0](hidden))
 
 
 class ReferenceFusion:

@@ -135,8 +135,10 @@ def load_release(paths: ReleasePaths, device: str | torch.device = "cpu", dtype:
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{config_path}: not a readable JSON config ({error}).") from None
     # Built on the meta device (no random weights allocated), then the checkpoints' tensors become the parameters
-    # (cast to ``dtype`` one tensor at a time): the weights are in memory once. Read, not memory-mapped: mapped
-    # weights ran the UNet 1.2x slower (the first touch of every page, and no huge pages), for the same peak.
+    # (cast to ``dtype`` one tensor at a time): the weights are in memory once. The denoising UNet's are read, not
+    # memory-mapped: mapped, they ran the UNet 1.2x slower (the first touch of every page, and no huge pages). The
+    # reference UNet runs once per video: its weights stay memory-mapped, and the generator drops their pages after
+    # the reference pass (``runtime.release_mapped_pages``), so they are not in RAM during the denoising loop.
     with torch.device("meta"):
         denoising = UNet3DConditionModel.from_unet2d_config(dict(unet_config),
                                                             motion_module_kwargs=dict(OFFICIAL_MOTION_MODULE_KWARGS))
@@ -146,7 +148,7 @@ def load_release(paths: ReleasePaths, device: str | torch.device = "cpu", dtype:
     load_strict(denoising, merged, f"{paths.ckpts / 'denoising_unet.pth'} + {paths.motion_module}", assign=True,
                 dtype=dtype)
     del merged
-    load_strict(reference, read_state_dict(paths.ckpts / "reference_unet.pth"),
+    load_strict(reference, read_state_dict(paths.ckpts / "reference_unet.pth", mmap=True),
                 str(paths.ckpts / "reference_unet.pth"), assign=True, dtype=dtype)
     width = int(unet_config["block_out_channels"][0])
     encoders = {}

@@ -199,7 +199,7 @@ class MagicPortraitPipeline:
                 crops = stages.driving_crops(driving_path, driving.driving_track, guide, driving.aligned.num_frames)
                 with writer:
                     index = 0
-                    for chunk in self.generator.iter_video(latents, config.generation.decode_chunk):
+                    for chunk in self.generator.iter_video(latents, config.generation.decode_chunk, config.generation):
                         for frame in chunk:
                             writer.write(frame, [next(crops), *maps.frame(index)] if config.write_grid else [])
                             index += 1
@@ -227,7 +227,7 @@ class MagicPortraitPipeline:
                                       write_grid=config.write_grid, max_output_size=config.max_output_size)
                 with writer:
                     index = 0
-                    for chunk in self.generator.iter_video(latents, config.generation.decode_chunk):
+                    for chunk in self.generator.iter_video(latents, config.generation.decode_chunk, config.generation):
                         for frame in chunk:
                             panels = [loaders[name](index, index + 1)[0] for name in GUIDANCE_NAMES]
                             writer.write(frame, panels if config.write_grid else [])
