@@ -167,6 +167,10 @@ class GenerationConfig:
         return runtime.resolve_dtype(self.dtype, self.device)
 
     @property
+    def guidance_cache_bytes(self) -> int:
+        return int(self.guidance_cache_mb * MIB)
+
+    @property
     def feed_forward_rows(self) -> int:
         if self.feed_forward_chunk is not None:
             return self.feed_forward_chunk
@@ -284,9 +288,8 @@ class GenerationPipeline:
         self.to(device, dtype, offload=config.offload)
         runtime.set_feed_forward_chunk(self.denoising_unet, config.feed_forward_rows)
         runtime.set_compiled(self.denoising_unet, config.compile)
-        cache_bytes = int(config.guidance_cache_mb * MIB)
         features = GuidanceFeatures(self.guidance_encoders, videos, config.guidance_chunk, device, dtype,
-                                    cache_bytes=cache_bytes)
+                                    cache_bytes=config.guidance_cache_bytes)
         with runtime.on_device([self.vae], device, config.offload):
             reference_latents = self.encode_reference(reference_image, videos.height, videos.width).to(dtype)
         latents = self.prepare_latents(videos.num_frames, videos.height, videos.width, config.seed,

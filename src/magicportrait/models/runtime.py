@@ -253,7 +253,8 @@ def estimate_generation(pipeline, config, num_frames: int, height: int, width: i
               * _config_value(pipeline.vae, "block_out_channels", [0])[0] * 4)
     conv_out = getattr(next(iter(pipeline.guidance_encoders.values())), "conv_out", None)
     channels = conv_out.out_channels if conv_out is not None else 0
-    features = min(num_frames * channels * latent * dtype.itemsize, int(config.guidance_cache_mb * 2**20))
+    features = min(num_frames * channels * latent * dtype.itemsize, config.guidance_cache_bytes)
+    # The fp32 latents, the blended velocity and the scheduler's new latents: three (1, 4, F, h, w) tensors.
     return MemoryEstimate(weights=int(weights), latents=4 * 4 * num_frames * latent * 3,
                           guidance_cache=int(features), activations=int(max(unet, decode)))
 

@@ -126,15 +126,22 @@ def _read_deca_checkpoint(path: Path) -> dict:
 # --- the crop --------------------------------------------------------------------------------------------------
 
 
+def landmark_box(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """The centre `(2,)` and mean side of the box around points `(N, 2+)` in pixels (DECA's and SMIRK's crops)."""
+    points = np.asarray(points, dtype=np.float64)[:, :2]
+    left, top = points.min(axis=0)
+    right, bottom = points.max(axis=0)
+    center = np.array([right - (right - left) / 2.0, bottom - (bottom - top) / 2.0])
+    return center, ((right - left) + (bottom - top)) / 2
+
+
 def crop_box(landmarks: np.ndarray | None = None, box: tuple[float, float, float, float] | None = None,
              scale: float = CROP_SCALE) -> tuple[np.ndarray, int]:
     """DECA's crop square: centre `(2,)` and side (an int, truncated) from 68 landmarks `(68, 2)` (the box around
     them x 1.1) or a detector box ``(left, top, right, bottom)`` (its mean side, centre moved down 0.12 x that)."""
     if landmarks is not None:
-        left, top = landmarks.min(axis=0)
-        right, bottom = landmarks.max(axis=0)
-        old_size = ((right - left) + (bottom - top)) / 2 * 1.1
-        center = np.array([right - (right - left) / 2.0, bottom - (bottom - top) / 2.0])
+        center, mean_side = landmark_box(landmarks)
+        old_size = mean_side * 1.1
     elif box is not None:
         left, top, right, bottom = box
         old_size = (right - left + bottom - top) / 2

@@ -111,11 +111,9 @@ def _read_smirk_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 def crop_square(landmarks: np.ndarray, scale: float = CROP_SCALE) -> tuple[np.ndarray, int]:
     """SMIRK's crop square from MediaPipe's 478 points in pixels `(478, 2+)`: the centre of their box and
     ``int(mean side x scale)``."""
-    points = np.asarray(landmarks, dtype=np.float64)[:, :2]
-    left, top = points.min(axis=0)
-    right, bottom = points.max(axis=0)
-    old_size = ((right - left) + (bottom - top)) / 2
-    center = np.array([right - (right - left) / 2.0, bottom - (bottom - top) / 2.0])
+    from magicportrait.tracking.deca_encoder import landmark_box
+
+    center, old_size = landmark_box(landmarks)
     return center, int(old_size * scale)
 
 
