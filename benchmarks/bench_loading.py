@@ -13,8 +13,9 @@ Each run is a fresh process (its peak RSS is its own), alternating the variants,
 - ``previous``: today's loader (models built on the meta device, the checkpoints' tensors assigned as the
   parameters) with the old generation defaults;
 - ``lean``: the product (also: guidance features kept between steps within --guidance-cache-mb, encoded 4 frames
-  at a time, feed-forward layers in chunks of 4096 rows, the reference bank's keys and values projected once per
-  video instead of once per frame of every window at every step: the other two variants run that older path).
+  at a time, feed-forward layers in chunks of 4096 rows with their GEGLU fused, the reference bank's keys and values
+  projected once per video instead of once per frame of every window at every step, the motion modules' tokens laid
+  out as frame sequences once per module: the other two variants run the older code, monkeypatched in).
 The load peak (VmHWM right after loading) and the generation peak (the highest RSS sampled during generation) are
 reported apart, with the generation time. The official pipeline's figures (3.64 GB peak, measured by the session that
 filed issue 15 at this configuration) are quoted, not re-measured (its code is not part of this project).
@@ -111,6 +112,44 @@ def plain_load_release(paths, device="cpu", dtype=torch.float32, prompt=None) ->
             "text_embeddings": encode_prompt(paths.sd15, prompt or DEFAULT_PROMPT).to(device=device, dtype=dtype)}
 
 
+def use_old_generation_code() -> None:
+    """Benchmark-only: the generation code paths before issue 15 (the reference bank's keys and values projected
+    per frame, diffusers' GEGLU feed-forward, the motion modules' tokens transposed around each temporal attention
+    and the attention through diffusers' processor)."""
+    from diffusers.models.attention_processor import Attention
+
+    from magicportrait.models import motion_module, reference_attention, runtime
+
+    reference_attention._plain_self_attention = lambda *args: False
+    runtime._fusable = lambda *args: False
+
+    def attention(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+        rows, tokens, channels = hidden_states.shape
+        sequences = hidden_states.reshape(rows // num_frames, num_frames, tokens, channels).transpose(1, 2)
+        sequences = sequences.reshape(-1, num_frames, channels)
+        if self.pos_encoder is not None:
+            sequences = self.pos_encoder(sequences)
+        attended = Attention.forward(self, sequences).reshape(rows // num_frames, tokens, num_frames, channels)
+        return attended.transpose(1, 2).reshape(rows, tokens, channels)
+
+    def block(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+        for layer, norm in zip(self.attention_blocks, self.norms, strict=True):
+            hidden_states = layer(norm(hidden_states), num_frames) + hidden_states
+        return self.ff(self.ff_norm(hidden_states)) + hidden_states
+
+    def transformer(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+        rows, channels, height, width = hidden_states.shape
+        tokens = self.proj_in(self.norm(hidden_states).permute(0, 2, 3, 1).reshape(rows, height * width, channels))
+        for layer in self.transformer_blocks:
+            tokens = layer(tokens, num_frames)
+        tokens = self.proj_out(tokens)
+        return tokens.reshape(rows, height, width, channels).permute(0, 3, 1, 2) + hidden_states
+
+    motion_module.TemporalSelfAttention.forward = attention
+    motion_module.TemporalTransformerBlock.forward = block
+    motion_module.TemporalTransformer3DModel.forward = transformer
+
+
 class RssSampler:
     """The highest resident size seen while it runs (sampled every 20 ms), MiB."""
 
@@ -142,10 +181,8 @@ def run(variant: str, folder: str, frames: int, size: int, steps: int) -> dict:
 
     if variant == "plain":
         load_release = plain_load_release  # noqa: F811 - the benchmark's baseline
-    if variant in ("plain", "previous"):  # the reference bank's keys and values projected per frame, as before
-        from magicportrait.models import reference_attention
-
-        reference_attention._plain_self_attention = lambda *args: False
+    if variant in ("plain", "previous"):
+        use_old_generation_code()
 
     began = time.perf_counter()
     pipeline = GenerationPipeline(**load_release(resolve_release_paths(folder)))

@@ -287,7 +287,8 @@ class RenderAppearance:
     Attributes:
         sh_light: `(9, 3)` float32 SH coefficients (:mod:`magicportrait.rendering.shading` convention).
         vertex_albedo: `(V, 3)` float32 in [0, 1], or None when a texture is used.
-        texture: `(Ht, Wt, 3)` float32 RGB in [0, 1] (with ``uv`` and ``uv_faces``).
+        texture: `(Ht, Wt, 3)` float32 RGB albedo, about [0, 1] (with ``uv`` and ``uv_faces``; a texture-space
+            albedo is not clamped: the render clamps albedo x shading).
         uv: `(Nvt, 2)` texel pixel coordinates (u right, v down) of the unwelded vertices.
         uv_faces: `(F, 3)` faces indexing the unwelded vertices, in the order of the mesh's faces.
         vertex_map: `(Nvt,)` the mesh vertex of each unwelded vertex (render ``vertices[:, vertex_map]`` with
@@ -347,6 +348,75 @@ class RenderAppearance:
     @classmethod
     def load(cls, path: str | os.PathLike) -> RenderAppearance:
         return cls.from_arrays(load_npz(path, "RenderAppearance")[0])
+
+
+@dataclass(frozen=True)
+class FlameCodes:
+    """Per-frame FLAME codes from an image encoder (DECA, SMIRK) or another tracker, in DECA's conventions.
+
+    Attributes:
+        shape: `(T, S)` identity beta. expression: `(T, E)` psi.
+        global_pose, jaw: `(T, 3)` axis-angle in FLAME's frame (x left, y up, z forward), the global one about
+            FLAME's root joint.
+        cam: `(T, 3)` orthographic camera (s, tx, ty): the encoder crop's NDC (x right, y up, [-1, 1] across
+            ``crop_size`` pixels) of a FLAME point is ``s * (xy + t)``.
+        crop_matrix: `(T, 3, 3)` image pixels -> crop pixels (the crop the codes were computed on).
+        crop_size: side of that crop (224 for DECA and SMIRK).
+        image_size: (height, width) of the image the crop matrix starts from.
+        tex: `(T, K)` texture-space coefficients; light: `(T, 9, 3)` SH light (None if the encoder has none).
+        eyelids: `(T, 2)` SMIRK's eyelid closures (None if absent).
+        source: which encoder(s) made them, e.g. ``"deca+smirk"``.
+    """
+
+    shape: np.ndarray
+    expression: np.ndarray
+    global_pose: np.ndarray
+    jaw: np.ndarray
+    cam: np.ndarray
+    crop_matrix: np.ndarray
+    image_size: tuple[int, int]
+    crop_size: int = 224
+    tex: np.ndarray | None = None
+    light: np.ndarray | None = None
+    eyelids: np.ndarray | None = None
+    source: str = ""
+
+    _ARRAYS = ("shape", "expression", "global_pose", "jaw", "cam", "crop_matrix", "tex", "light", "eyelids")
+
+    def __post_init__(self) -> None:
+        from magicportrait.errors import InputError
+
+        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+        expected = {"global_pose": (3,), "jaw": (3,), "cam": (3,), "crop_matrix": (3, 3), "light": (9, 3),
+                    "eyelids": (2,)}
+        for name in self._ARRAYS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = np.asarray(value, np.float64 if name == "crop_matrix" else np.float32)
+            object.__setattr__(self, name, value)
+            if len(value) != self.num_frames or (name in expected and value.shape[1:] != expected[name]) or (
+                    name not in expected and value.ndim != 2):
+                shape = (self.num_frames, *expected.get(name, ("n",)))
+                raise InputError(f"FLAME codes: {name} must have shape {shape}, got {value.shape}.")
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.shape)
+
+    def select(self, index) -> FlameCodes:
+        picked = {name: None if getattr(self, name) is None else getattr(self, name)[index] for name in self._ARRAYS}
+        return FlameCodes(**picked, image_size=self.image_size, crop_size=self.crop_size, source=self.source)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        meta = {"image_size": list(self.image_size), "crop_size": self.crop_size, "source": self.source}
+        return save_npz(path, "FlameCodes", {name: getattr(self, name) for name in self._ARRAYS}, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FlameCodes:
+        arrays, meta = load_npz(path, "FlameCodes")
+        return cls(**{name: arrays.get(name) for name in cls._ARRAYS}, image_size=tuple(meta["image_size"]),
+                   crop_size=int(meta["crop_size"]), source=meta.get("source", ""))
 
 
 @dataclass(frozen=True)

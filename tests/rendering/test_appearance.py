@@ -350,8 +350,10 @@ def test_texture_space_channel_order_scale_and_downsampling(tmp_path, sphere):
     assert np.allclose(space.basis[..., 1], [0.2, 0, 0]) and np.allclose(space.basis[..., 0], 0)
     assert np.allclose(space.texture([0.0, 2.0])[1, 1], [0.4, 0, 1])
     assert np.allclose(space.uv_pixels(), np.stack([vt[:, 0] * 2, (1 - vt[:, 1]) * 2], 1), atol=1e-6)
-    uneven = load_flame_texture_space(path, num_components=2, size=3)  # 4 -> 3: overlapping area windows
+    uneven = load_flame_texture_space(path, num_components=2, size=3, resample="area")  # overlapping windows
     assert np.allclose(uneven.mean[..., 2], 1) and np.allclose(np.diag(uneven.mean[..., 1]), [1, 0.25, 0])
+    nearest = load_flame_texture_space(path, num_components=2, size=3)  # the official: texel (i * 4 // 3)
+    assert np.allclose(nearest.mean[..., 2], 1) and np.allclose(np.diag(nearest.mean[..., 1]), [1, 1, 0])
 
 
 def test_bfm_layout_matches_the_flame_layout(tmp_path, sphere):

@@ -139,10 +139,14 @@ def test_sphere_normal_map_matches_analytic(sphere):
     ii, jj = pixel_centres(256, 256)
     dx, dy = (ii - SPHERE_C[0]) / SPHERE_R, (jj - SPHERE_C[1]) / SPHERE_R
     analytic = torch.stack([dx, -dy, torch.sqrt((1 - dx**2 - dy**2).clamp_min(0))], -1)  # camera space
-    n_cam = camera_normals(frags, verts[None], faces)[0].double()
-    cos = (n_cam[mask] * analytic[mask]).sum(-1).clamp(-1, 1)
+    unit = camera_normals(frags, verts[None], faces, renormalise=True)[0].double()
+    cos = (unit[mask] * analytic[mask]).sum(-1).clamp(-1, 1)
     angle = torch.rad2deg(torch.acos(cos))
     assert float(angle.mean()) < 2.0
+    n_cam = camera_normals(frags, verts[None], faces)[0].double()  # the official: interpolated as they are
+    length = n_cam[mask].norm(dim=-1)
+    assert float(length.max()) <= 1 + 1e-6 and float(length.mean()) > 0.99  # a smooth sphere: close to unit
+    torch.testing.assert_close(n_cam[mask] / length[:, None], unit[mask])
     nmap = normal_map(frags, verts[None], faces)[0]
     assert nmap.shape == (256, 256, 3) and float(nmap.min()) >= 0 and float(nmap.max()) <= 1
     torch.testing.assert_close(nmap[mask], n_cam[mask].clamp(0, 1).float())
@@ -434,11 +438,11 @@ def test_sample_texture_identity():
     ii, jj = pixel_centres(20, 30)
     uv = torch.stack([ii, jj], -1).float()[None]
     torch.testing.assert_close(sample_texture(tex, uv)[0], tex[0].permute(1, 2, 0))
-    # half-way between two texel centres: their mean; beyond the border: the border texel
+    # half-way between two texel centres: their mean; beyond the border: zero (the official padding)
     uv2 = torch.tensor([[[[1.0, 0.5], [-5.0, 0.5]]]])
     out = sample_texture(tex, uv2)[0, 0]
     torch.testing.assert_close(out[0], tex[0, :, 0, :2].mean(-1))
-    torch.testing.assert_close(out[1], tex[0, :, 0, 0])
+    torch.testing.assert_close(out[1], torch.zeros(3))
 
 
 def test_render_textured_full_image_quad_reproduces_image():

@@ -6,10 +6,10 @@ Per driving frame, the aligned head has
   driving parameters as they are) or *relative* (the source's own expression plus the driving expression's
   change since the reference frame; also applied to the jaw, so a source that smiles keeps smiling);
 - the driving frame's joint rotations (FLAME's neck, jaw and eyes);
-- a pose that is either *relative* (default: the driving head's rotation, scale change and translation since
-  its reference frame, applied on top of the source's own pose, so the head starts where the source's is), or
-  *absolute* (the official MagicPortrait behaviour: the driving head's rotation with the source's camera, i.e.
-  the source's scale and position).
+- a pose that is either *relative* (the default with our own tracker: the driving head's rotation, scale change
+  and translation since its reference frame, applied on top of the source's own pose, so the head starts where
+  the source's is), or *absolute* (the official MagicPortrait behaviour and the default with its trackers: the
+  driving head's rotation with the source's camera, i.e. the source's scale and position).
 Both pose modes work with the orthographic and the perspective camera (scale and translation are then the
 camera-space position in model units, and the size ratio is 1). The result keeps the source's camera.
 Driving parameters are smoothed over time before the transfer (``smoothing`` 0 = off, 1 = strongest).
@@ -35,9 +35,10 @@ class AlignmentConfig:
 
     cli_group: ClassVar[str] = MOTION
 
-    pose_mode: Literal["relative", "absolute"] = option(
-        "relative", "relative: the driving head's motion since its reference frame, on top of the source pose; "
-        "absolute: the driving head's rotation at the source's position and size (official release).")
+    pose_mode: Literal["relative", "absolute"] | None = option(
+        None, "relative: the driving head's motion since its reference frame, on top of the source pose; "
+        "absolute: the driving head's rotation at the source's position and size (official release). Default: "
+        "relative with --tracker ours, absolute with the paper's trackers (deca-smirk, smirk).")
     reference_frame: int = option(0, "Driving frame whose pose (and expression, in relative expression mode) "
                                      "counts as 'no motion'.")
     expression_mode: Literal["absolute", "relative"] = option(
@@ -45,14 +46,22 @@ class AlignmentConfig:
         "expression plus the driving change since the reference frame.")
     expression_scale: float = option(1.0, "Multiplier of the driving expression and jaw opening (0 keeps the "
                                           "source's own in relative mode and with the open geometry).")
-    smoothing: float = option(0.5, "Temporal smoothing of the driving motion, 0 (off) to 1 (strongest).")
+    smoothing: float | None = option(None, "Temporal smoothing of the driving motion, 0 (off) to 1 (strongest). "
+                                           "Default: 0.5 with --tracker ours, 0 (official) with deca-smirk, smirk.")
     smoothing_method: Literal["savgol", "one_euro", "none"] = option(
         "savgol", "savgol: zero-lag Savitzky-Golay; one_euro: causal One-Euro filter.")
 
     def __post_init__(self) -> None:
         check_choices(self)
         check_at_least(self, 0, "reference_frame", "expression_scale")
-        check_range(self, "smoothing", 0, 1)
+        if self.smoothing is not None:
+            check_range(self, "smoothing", 0, 1)
+
+    def resolved(self, official: bool = False) -> AlignmentConfig:
+        """A copy with the pose mode and smoothing that were left unset chosen: the official release's (absolute,
+        none) for the paper's trackers (``official``), ours (relative, 0.5) for our own fit."""
+        return replace(self, pose_mode=self.pose_mode or ("absolute" if official else "relative"),
+                       smoothing=(0.0 if official else 0.5) if self.smoothing is None else self.smoothing)
 
 
 def smooth_head_track(head: HeadTrack, strength: float, method: str = "savgol") -> HeadTrack:
@@ -88,7 +97,7 @@ def align_to_source(source: HeadTrack, driving: HeadTrack, config: AlignmentConf
     Returns:
         A HeadTrack with the driving video's frame count and fps and the source's identity and image size.
     """
-    config = config or AlignmentConfig()
+    config = (config or AlignmentConfig()).resolved()
     if source.model != driving.model:
         raise ValueError(f"Source ({source.model}) and driving ({driving.model}) use different head models.")
     if source.camera != driving.camera:

@@ -89,6 +89,9 @@ class EvaluationConfig:
         check_at_least(self, 1, "max_frames", "batch_size")
         check_at_least(self, 0, "face", "driving_face")
         check_device(self)
+        if self.head.encoders.uses_encoders:
+            raise InputError(f"evaluate --tracker {self.head.encoders.tracker} is not implemented yet: the motion "
+                             "metrics use our own tracker (leave out --tracker).")
 
     def selected(self) -> tuple[str, ...]:
         if self.metrics.strip() in ("", "all"):

@@ -1,7 +1,8 @@
 """Which head model a run uses: FLAME when a FLAME file is configured, else the open face geometry.
 
 :class:`HeadModelConfig` is the one set of head-model options, nested by the guide, prepare and evaluation
-configs (same flags everywhere: ``--flame``, ``--flame-texture``, ``--flame-*`` fit options).
+configs (same flags everywhere: ``--flame``, ``--flame-texture``, ``--flame-*`` fit options, ``--tracker`` and the
+DECA / SMIRK weights).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from magicportrait.config import HEAD_MODEL, check_at_least, option
 from magicportrait.heads.base import HeadModel
 from magicportrait.heads.flame_head import FlameFitConfig
 from magicportrait.io.assets import FLAME, FLAME_TEXTURE, resolve_asset
+from magicportrait.tracking.flame_encoders import FlameEncoderConfig
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class HeadModelConfig:
     flame_shape_components: int = option(100, "FLAME identity components used (the official release: 100).")
     flame_expression_components: int = option(50, "FLAME expression components used (the official release: 50).")
     fit: FlameFitConfig = field(default_factory=FlameFitConfig, metadata={"prefix": "flame_"})
+    encoders: FlameEncoderConfig = field(default_factory=FlameEncoderConfig)
 
     def __post_init__(self) -> None:
         check_at_least(self, 1, "flame_shape_components", "flame_expression_components")

@@ -42,9 +42,10 @@ class FlameTextureSpace:
         return int(self.mean.shape[0]), int(self.mean.shape[1])
 
     def texture(self, coefficients) -> np.ndarray:
-        """`(Ht, Wt, 3)` float32 texture of `(k,)` coefficients (the first k components), clamped to [0, 1]."""
+        """`(Ht, Wt, 3)` float32 albedo of `(k,)` coefficients (the first k components), not clamped: as in the
+        official renderer, only albedo x shading is clamped, at the end."""
         alpha = np.asarray(coefficients, np.float32)
-        return np.clip(self.mean + self.basis[..., : alpha.size] @ alpha, 0.0, 1.0)
+        return self.mean + self.basis[..., : alpha.size] @ alpha
 
     def uv_pixels(self) -> np.ndarray:
         """`(Nvt, 2)` texel pixel coordinates (u right, v down; texel centres at i + 0.5) of ``vt``."""
@@ -132,11 +133,16 @@ def _uv_layout(data, path: Path) -> tuple[np.ndarray, np.ndarray]:
     return vt.astype(np.float32), ft.astype(np.int64)
 
 
-def _downsample(images: np.ndarray, size: int) -> np.ndarray:
-    """Area-average `(H, W, ...)` float32 to `(size, size, ...)` when larger (no upsampling)."""
+def _downsample(images: np.ndarray, size: int, resample: str = "nearest") -> np.ndarray:
+    """`(H, W, ...)` float32 to `(size, size, ...)` when larger (no upsampling): ``nearest`` takes texel
+    ``(i * H // size, j * W // size)`` as the official code's ``F.interpolate`` does (texel (2i, 2j) from 512 to 256);
+    ``area`` averages blocks."""
     height, width = images.shape[:2]
     if height <= size and width <= size:
         return images
+    if resample == "nearest":
+        rows, columns = np.arange(size) * height // size, np.arange(size) * width // size
+        return np.ascontiguousarray(images[rows][:, columns], np.float32)
     if height % size == 0 and width % size == 0:  # block means: no full-size temporary copies
         fy, fx = height // size, width // size
         return images.reshape(size, fy, size, fx, *images.shape[2:]).mean(axis=(1, 3), dtype=np.float32)
@@ -145,11 +151,13 @@ def _downsample(images: np.ndarray, size: int) -> np.ndarray:
     return out[0].permute(1, 2, 0).reshape(*out.shape[2:], *images.shape[2:]).numpy()
 
 
-def load_flame_texture_space(path: str | os.PathLike, num_components: int = 50, size: int = 256) -> FlameTextureSpace:
+def load_flame_texture_space(path: str | os.PathLike, num_components: int = 50, size: int = 256,
+                             resample: str = "nearest") -> FlameTextureSpace:
     """Load ``FLAME_texture.npz`` (or a BFM-derived ``FLAME_albedo_from_BFM.npz`` that carries vt/ft).
 
     The basis is cut to its first ``num_components`` components, converted from the files' BGR to RGB and [0, 1]
-    scale, and area-downsampled to ``size`` x ``size`` (the official release fits at 256).
+    scale, and downsampled to ``size`` x ``size`` (the official release renders at 256; ``resample`` "nearest" as
+    it does, or "area").
 
     Raises:
         InputError: missing file or keys, no UV coordinates (vt / ft), inconsistent shapes, too few components.
@@ -160,7 +168,7 @@ def load_flame_texture_space(path: str | os.PathLike, num_components: int = 50, 
         vt, ft = _uv_layout(data, path)
         mean, basis = _image_layout(_read(data, mean_key, path), _read_components(data, basis_key, num_components,
                                                                                   path), path)
-    rgb_mean = _downsample(mean[..., ::-1].astype(np.float32) * np.float32(scale), size)
-    rgb_basis = _downsample(basis, size)[..., ::-1, :] * np.float32(scale)
+    rgb_mean = _downsample(mean[..., ::-1].astype(np.float32) * np.float32(scale), size, resample)
+    rgb_basis = _downsample(basis, size, resample)[..., ::-1, :] * np.float32(scale)
     return FlameTextureSpace(mean=np.ascontiguousarray(rgb_mean), basis=np.ascontiguousarray(rgb_basis), vt=vt,
                              ft=ft, source=str(path))

@@ -1,4 +1,5 @@
-"""The one place that resolves user-supplied asset paths (FLAME, its texture space, the diffusion weights).
+"""The one place that resolves user-supplied asset paths (FLAME, its texture space, the diffusion weights, the
+DECA and SMIRK encoders).
 
 Each asset comes from a flag (or a config field; same thing), else from its environment variable, else (the
 diffusion weights only) from an earlier ``magicportrait weights download`` into the Hugging Face cache, else it is
@@ -17,8 +18,8 @@ from magicportrait.errors import CheckpointError, InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ASSETS", "Asset", "FLAME", "FLAME_TEXTURE", "MOTION_MODULE", "RELEASE_REPO", "SD15", "VAE", "WEIGHTS",
-           "asset_value", "cached_release", "resolve_asset"]
+__all__ = ["ASSETS", "Asset", "DECA", "FLAME", "FLAME_TEXTURE", "MOTION_MODULE", "RELEASE_REPO", "SD15", "SMIRK",
+           "VAE", "WEIGHTS", "asset_value", "cached_release", "resolve_asset"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,13 @@ VAE = Asset("sd-vae-ft-mse folder", "--vae", "MAGICPORTRAIT_VAE", True,
             "Pass the diffusers-format folder with config.json.", CheckpointError)
 MOTION_MODULE = Asset("motion module file", "--motion-module", "MAGICPORTRAIT_MOTION_MODULE", False,
                       "Pass a motion-module checkpoint (e.g. AnimateDiff's mm_sd_v15_v2.ckpt).", CheckpointError)
-ASSETS = (FLAME, FLAME_TEXTURE, WEIGHTS, SD15, VAE, MOTION_MODULE)
+DECA = Asset("DECA weights file", "--deca-weights", "MAGICPORTRAIT_DECA", False,
+             "Download deca_model.tar from the DECA release (https://github.com/yfeng95/DECA, 'Usage') and pass its "
+             "path.", CheckpointError)
+SMIRK = Asset("SMIRK weights file", "--smirk-weights", "MAGICPORTRAIT_SMIRK", False,
+              "Download SMIRK_em1.pt from the SMIRK release (https://github.com/georgeretsi/smirk) and pass its path.",
+              CheckpointError)
+ASSETS = (FLAME, FLAME_TEXTURE, WEIGHTS, SD15, VAE, MOTION_MODULE, DECA, SMIRK)
 
 
 def asset_value(asset: Asset, value: str | os.PathLike | None) -> tuple[Path | None, str]:

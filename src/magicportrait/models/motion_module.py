@@ -20,8 +20,10 @@ from collections.abc import Sequence
 
 import torch
 from diffusers.models.attention import FeedForward
-from diffusers.models.attention_processor import Attention
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
+
+from magicportrait.models.reference_attention import attend_projected
 
 TEMPORAL_SELF = "Temporal_Self"
 
@@ -73,18 +75,15 @@ class TemporalSelfAttention(Attention):
         super().__init__(query_dim=dim, heads=num_attention_heads, dim_head=attention_head_dim, bias=False)
         self.pos_encoder = SinusoidalPositionalEncoding(dim, position_encoding_max_len) if position_encoding else None
 
-    def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """`hidden_states`: `(B*F, L, C)` tokens of each frame -> the same shape, attended across the F frames."""
-        rows, num_tokens, channels = hidden_states.shape
-        batch = rows // num_frames
-        sequences = hidden_states.reshape(batch, num_frames, num_tokens, channels).transpose(1, 2)
-        sequences = sequences.reshape(batch * num_tokens, num_frames, channels)
+    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
+        """`sequences`: `(B*L, F, C)`, the F frames of each spatial position -> the same shape, attended across
+        them."""
         if self.pos_encoder is not None:
             # The encoding is added before the q/k/v projections, so it reaches all three.
             sequences = self.pos_encoder(sequences)
-        attended = super().forward(sequences)
-        attended = attended.reshape(batch, num_tokens, num_frames, channels).transpose(1, 2)
-        return attended.reshape(rows, num_tokens, channels)
+        if type(self.processor) is AttnProcessor2_0:  # the default: its steps, less its checks and division by 1
+            return attend_projected(self, self.to_q(sequences), self.to_k(sequences), self.to_v(sequences))
+        return super().forward(sequences)
 
 
 class TemporalTransformerBlock(nn.Module):
@@ -113,10 +112,11 @@ class TemporalTransformerBlock(nn.Module):
         self.ff = FeedForward(dim, activation_fn="geglu")
         self.ff_norm = nn.LayerNorm(dim)
 
-    def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, sequences: torch.Tensor) -> torch.Tensor:
+        """`sequences`: `(B*L, F, C)` -> the same shape (every layer but the attention acts on each token alone)."""
         for attention, norm in zip(self.attention_blocks, self.norms, strict=True):
-            hidden_states = attention(norm(hidden_states), num_frames) + hidden_states
-        return self.ff(self.ff_norm(hidden_states)) + hidden_states
+            sequences = attention(norm(sequences)) + sequences
+        return self.ff(self.ff_norm(sequences)) + sequences
 
 
 class TemporalTransformer3DModel(nn.Module):
@@ -152,14 +152,18 @@ class TemporalTransformer3DModel(nn.Module):
         self.proj_out = nn.Linear(inner_dim, in_channels)
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """`(B*F, C, h, w)` -> the same shape. The tokens are laid out as per-position frame sequences once, for all
+        the blocks (the layout the temporal attention needs; the other layers are per token)."""
         rows, channels, height, width = hidden_states.shape
-        residual = hidden_states
-        tokens = self.norm(hidden_states).permute(0, 2, 3, 1).reshape(rows, height * width, channels)
-        tokens = self.proj_in(tokens)
+        batch = rows // num_frames
+        normed = self.norm(hidden_states).reshape(batch, num_frames, channels, height * width)
+        sequences = normed.permute(0, 3, 1, 2).reshape(batch * height * width, num_frames, channels)
+        sequences = self.proj_in(sequences)
         for block in self.transformer_blocks:
-            tokens = block(tokens, num_frames)
-        tokens = self.proj_out(tokens)
-        return tokens.reshape(rows, height, width, channels).permute(0, 3, 1, 2) + residual
+            sequences = block(sequences)
+        sequences = self.proj_out(sequences).reshape(batch, height, width, num_frames, channels)
+        per_frame = sequences.permute(0, 3, 4, 1, 2)  # (B, F, C, h, w), a view: the sum below writes it in place
+        return (hidden_states.reshape(per_frame.shape) + per_frame).reshape(rows, channels, height, width)
 
 
 class VanillaTemporalModule(nn.Module):

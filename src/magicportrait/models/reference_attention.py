@@ -124,7 +124,7 @@ class ReferenceReaderProcessor:
         bank_keys, bank_values = (tensor.repeat_interleave(per_bank, dim=0)[half:] for tensor in keys_values)
         keys = torch.cat([attn.to_k(own), bank_keys], dim=1)
         values = torch.cat([attn.to_v(own), bank_values], dim=1)
-        outputs.append(_attend(attn, attn.to_q(own), keys, values))
+        outputs.append(attend_projected(attn, attn.to_q(own), keys, values))
         return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
     def fused_attention(
@@ -151,7 +151,7 @@ def _plain_self_attention(attn: Attention, hidden_states: torch.Tensor, mask: to
             and attn.rescale_output_factor == 1.0)
 
 
-def _attend(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+def attend_projected(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """Multi-head SDPA on projected tokens `(B, N, C)`, then the output projection (``AttnProcessor2_0``'s steps)."""
     batch, head_dim = query.shape[0], key.shape[-1] // attn.heads
     query, key, value = (tensor.view(batch, -1, attn.heads, head_dim).transpose(1, 2)

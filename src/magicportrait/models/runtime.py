@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from magicportrait.errors import InputError
@@ -50,7 +51,8 @@ def overflow_fallback(device: str | torch.device) -> torch.dtype:
 
 
 def set_feed_forward_chunk(model: nn.Module, rows: int) -> None:
-    """Compute every diffusers ``FeedForward`` of ``model`` ``rows`` rows at a time (0: all at once).
+    """Compute every diffusers ``FeedForward`` of ``model`` ``rows`` rows at a time (0: all at once), its GEGLU
+    fused when no gradient is recorded.
 
     A feed-forward acts on each token alone, so this is exact up to float rounding, and bounds its intermediate
     (8x the width under GEGLU) to ``rows`` rows."""
@@ -64,13 +66,34 @@ def set_feed_forward_chunk(model: nn.Module, rows: int) -> None:
 
 
 def _row_chunked_forward(module: nn.Module, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    whole = type(module).forward
+    whole = _fused_geglu_forward if _fusable(module, hidden_states) else type(module).forward
     rows = getattr(module, "chunk_rows", 0)
     if not rows or hidden_states.numel() // hidden_states.shape[-1] <= rows:
         return whole(module, hidden_states, *args, **kwargs)
     flat = hidden_states.reshape(-1, hidden_states.shape[-1])
     output = torch.cat([whole(module, part, *args, **kwargs) for part in flat.split(rows)])
     return output.reshape(*hidden_states.shape[:-1], output.shape[-1])
+
+
+def _fusable(module: nn.Module, hidden_states: torch.Tensor) -> bool:
+    from diffusers.models.activations import GEGLU
+
+    recording = torch.is_grad_enabled() and (hidden_states.requires_grad or any(
+        parameter.requires_grad for parameter in module.parameters()))
+    return isinstance(module.net[0], GEGLU) and not recording
+
+
+def _fused_geglu_forward(module: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """diffusers' GEGLU feed-forward with its value and gate halves projected apart (each contiguous) and the GELU
+    and the product done in place: the same numbers with two fewer passes over its widest tensor."""
+    projection = module.net[0].proj
+    width = projection.out_features // 2
+    bias = (None, None) if projection.bias is None else (projection.bias[:width], projection.bias[width:])
+    gate = torch._C._nn.gelu_(F.linear(hidden_states, projection.weight[width:], bias[1]))
+    hidden_states = F.linear(hidden_states, projection.weight[:width], bias[0]).mul_(gate)
+    for layer in module.net[1:]:
+        hidden_states = layer(hidden_states)
+    return hidden_states
 
 
 # --- offloading, compiling, tiling ---------------------------------------------------------------------------------

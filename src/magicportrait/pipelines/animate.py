@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -185,8 +185,9 @@ class MagicPortraitPipeline:
         config, guide = self.config, self.config.guide
         with output_folder(output_dir) as out:  # locked and checked now, before minutes of tracking
             image = load_image(source_path)
+            # the released weights saw portraits framed the official way
             source, driving = stages.prepare_inputs(guide, self.head_model, image, str(source_path), driving_path,
-                                                    motion)
+                                                    motion, default_framing="official")
             maps = RenderedGuidance(self.head_model, source, driving.aligned, guide.chunk_size, guide.device,
                                     cached_frames=_guidance_cache_frames(config))
             latents = self.generator.generate_latents(source.crop, maps.loaders(), config.generation,
@@ -325,8 +326,6 @@ class GeometricPipeline:
 
     def limit_motion(self, source: SourceFace, motion: stages.Motion) -> stages.Motion:
         """Warn about what limits the result and clamp poses a single photo cannot show."""
-        from dataclasses import replace
-
         from magicportrait.alignment import limit_rotation
         from magicportrait.pipelines.geometric import source_pose_degrees, source_warnings
         from magicportrait.tracking.selection import frame_ranges

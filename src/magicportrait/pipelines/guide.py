@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -30,6 +30,7 @@ from magicportrait.config import (
     INPUT,
     OUTPUT,
     check_at_least,
+    check_choices,
     check_device,
     check_range,
     flag,
@@ -69,6 +70,10 @@ class GuideConfig:
                                         "of the image (a face the detector misses; `magicportrait faces IMAGE -o "
                                         "faces.png` shows the faces it finds).")
     driving_max_size: int = option(1280, "Driving frames are downscaled to this longer side for tracking.")
+    framing: Literal["ours", "official"] | None = option(
+        None, "How the portrait is framed in the square canvas: ours (2x the landmark box, a little above its "
+        "centre) or official (the official preprocessing's crop, 2.18 face-box widths; see the README). Default: "
+        "official with the diffusion backend (the released weights saw faces at that scale), ours otherwise.")
     write_frames: bool = option(True, "Also write per-frame PNG folders depth/ normal/ render/.")
     write_preview: bool = option(True, "Write preview.mp4: source | driving | depth | normal | render.")
     keep_audio: bool = option(True, "Copy the driving video's audio into the videos written (preview.mp4; for "
@@ -84,6 +89,7 @@ class GuideConfig:
 
     def __post_init__(self) -> None:
         check_range(self, "size", MIN_SIZE, MAX_SIZE)  # 512 matches the diffusion model
+        check_choices(self)
         check_at_least(self, 1, "max_frames", "chunk_size")
         check_at_least(self, 0, "face")
         if self.face_box is not None:

@@ -17,13 +17,21 @@ import numpy as np
 from magicportrait.alignment import align_to_source, edit_motion
 from magicportrait.errors import InputError
 from magicportrait.heads import HeadModel
+from magicportrait.pipelines import paper_tracker
 from magicportrait.rendering.appearance import source_appearance
 from magicportrait.tracking import FaceTracker
-from magicportrait.tracking.boxes import crop_face, crop_matrix, crop_track, parse_face_box
+from magicportrait.tracking.boxes import (
+    crop_face,
+    crop_matrix,
+    crop_track,
+    official_framing_box,
+    parse_face_box,
+)
 from magicportrait.types import HeadTrack, SourceFace, Track
 
 if TYPE_CHECKING:
     from magicportrait.pipelines.guide import GuideConfig
+    from magicportrait.tracking.flame_encoders import FlameEncoders
 
 logger = logging.getLogger(__name__)
 # A saved motion's crop must be this portrait's crop: re-tracking the same pixels gives the same box, up to float
@@ -39,9 +47,9 @@ def image_digest(image: np.ndarray) -> str:
 
 
 def prepare_source(image: np.ndarray, tracker: FaceTracker, head_model: HeadModel, config: GuideConfig,
-                   source_name: str = "") -> SourceFace:
-    """Track the chosen face of the portrait, crop it to ``config.size``, fit the head model, estimate the render
-    map's appearance."""
+                   source_name: str = "", encoders: FlameEncoders | None = None) -> SourceFace:
+    """Track the chosen face of the portrait, crop it to ``config.size``, fit the head model (or encode it with the
+    paper's tracker), estimate the render map's appearance."""
     face_box = None if config.face_box is None else parse_face_box(config.face_box)
     track = tracker.track_image(image, source=source_name, face_index=config.face, face_box=face_box)
     num_faces = int(track.num_faces[0])
@@ -52,12 +60,16 @@ def prepare_source(image: np.ndarray, tracker: FaceTracker, head_model: HeadMode
                     num_faces, source_name or "the source portrait",
                     "the most prominent one" if number is None else number)
     size = config.size
-    matrix = crop_matrix(track.boxes[0], size)
-    crop = crop_face(image, track.boxes[0], size)
+    box = official_framing_box(track.landmarks[0]) if config.framing == "official" else track.boxes[0]
+    matrix = crop_matrix(box, size)
+    crop = crop_face(image, box, size)
     cropped = crop_track(track, matrix, size)
-    head = head_model.fit(cropped)
-    appearance = source_appearance(head_model, crop, cropped, head, config.appearance,
-                                   config.head.flame_texture_path())
+    if encoders is not None:
+        head, appearance = paper_tracker.encoded_source(encoders, head_model, crop, cropped, config)
+    else:
+        head = head_model.fit(cropped)
+        appearance = source_appearance(head_model, crop, cropped, head, config.appearance,
+                                       config.head.flame_texture_path())
     return SourceFace(crop=crop, crop_matrix=matrix, track=cropped, head=head, appearance=appearance,
                       image_digest=image_digest(image))
 
@@ -116,8 +128,8 @@ def check_motion(motion: HeadTrack, source: SourceFace, path: str | Path) -> Non
     scale_change = np.abs(matrix[:, :2] - source.crop_matrix[:, :2]).max() / np.abs(source.crop_matrix[:, :2]).max()
     shift = np.abs(matrix[:, 2] - source.crop_matrix[:, 2]).max()
     if saved.get("size") != source.size or scale_change > CROP_SCALE_TOLERANCE or shift > CROP_TOLERANCE_PX:
-        raise InputError(f"{path} was made for another face crop of this portrait (another --face or --size); pass "
-                         "the same options as the run that saved it.")
+        raise InputError(f"{path} was made for another face crop of this portrait (another --face, --size or "
+                         "--framing); pass the same options as the run that saved it.")
     if motion.identity.shape != source.head.identity.shape or not np.allclose(motion.identity, source.head.identity,
                                                                            rtol=1e-4, atol=1e-4):
         raise InputError(f"{path} has another identity shape than the portrait's fitted head; pass the same head "
@@ -147,14 +159,17 @@ class Motion:
 
 
 def prepare_inputs(config: GuideConfig, head_model: HeadModel, image: np.ndarray, source_name: str,
-                   driving_path: str | Path | None,
-                   motion_path: str | Path | None = None) -> tuple[SourceFace, Motion]:
+                   driving_path: str | Path | None, motion_path: str | Path | None = None,
+                   default_framing: str = "ours") -> tuple[SourceFace, Motion]:
     """The source portrait (``image``, loaded from ``source_name``) prepared, and the driving motion aligned to it
-    (or the saved motion, checked)."""
+    (or the saved motion, checked). An unset ``--framing`` is the saved motion's, else ``default_framing``."""
     if driving_path is None and motion_path is None:
         raise InputError("Give a driving video (--driving) or a saved motion (--motion aligned_head.npz).")
+    if config.framing is None:
+        config = replace(config, framing=saved_framing(motion_path) or default_framing)
+    encoders = paper_tracker.load_encoders(config, head_model)
     with FaceTracker(config.tracker) as tracker:
-        source = prepare_source(image, tracker, head_model, config, source_name)
+        source = prepare_source(image, tracker, head_model, config, source_name, encoders)
         if motion_path is None:
             driving_track = track_driving(driving_path, tracker, config)
     if motion_path is not None:
@@ -163,9 +178,20 @@ def prepare_inputs(config: GuideConfig, head_model: HeadModel, image: np.ndarray
         driving_track = _saved_driving_track(motion_path, aligned) if driving_path is not None else None
         return source, Motion(aligned, driving_track, aligned.fps)
     # the tracker has already warned about frames without a face
-    aligned = edit_motion(align_motion(head_model, source, driving_track, config), source.head, config.edit,
-                          head_model, config.alignment.reference_frame)
+    if encoders is not None:
+        aligned = paper_tracker.align_encoded(head_model, source, encoders, driving_path, driving_track, config)
+    else:
+        aligned = align_motion(head_model, source, driving_track, config)
+    aligned = edit_motion(aligned, source.head, config.edit, head_model, config.alignment.reference_frame)
+    aligned = replace(aligned, extras={**aligned.extras, "framing": config.framing})
     return source, Motion(aligned, driving_track, driving_track.fps)
+
+
+def saved_framing(motion_path: str | Path | None) -> str | None:
+    """The framing a saved motion was made with (a draft reused for the final render keeps its crop)."""
+    if motion_path is None or not Path(motion_path).is_file():
+        return None
+    return HeadTrack.load(motion_path).extras.get("framing")
 
 
 def _saved_driving_track(motion_path: str | Path, aligned: HeadTrack) -> Track | None:

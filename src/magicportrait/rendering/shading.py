@@ -144,8 +144,10 @@ def depth_map(fragments: Fragments | Foreground, vertices, faces=None) -> torch.
 
 
 def camera_normals_foreground(fragments: Fragments | Foreground, vertices, faces, normals=None,
-                              extra_attributes: torch.Tensor | None = None):
-    """Unit camera-space normals `(K, 3)` at the covered pixels (see :func:`camera_normals`).
+                              extra_attributes: torch.Tensor | None = None, renormalise: bool = False):
+    """Camera-space normals `(K, 3)` at the covered pixels (see :func:`camera_normals`): the unit vertex normals
+    interpolated barycentrically and left as they are, as the official renderer does (shorter than 1 where the
+    surface bends, down to ~0.4 at creases), or re-normalised per pixel with ``renormalise``.
 
     With ``extra_attributes`` `(N or 1, V, C)` these are interpolated in the same gather and
     ``(normals (K, 3), extra (K, C))`` is returned.
@@ -164,12 +166,14 @@ def camera_normals_foreground(fragments: Fragments | Foreground, vertices, faces
         batch = max(attrs.shape[0], extra.shape[0])
         attrs = torch.cat([attrs.expand(batch, -1, -1), extra.expand(batch, -1, -1)], dim=-1)
     values = interpolate_foreground(fragments, faces, attrs)
-    n_cam = F.normalize(values[:, :3], dim=-1, eps=1e-12)
+    n_cam = F.normalize(values[:, :3], dim=-1, eps=1e-12) if renormalise else values[:, :3].contiguous()
     return n_cam if extra_attributes is None else (n_cam, values[:, 3:])
 
 
-def camera_normals(fragments: Fragments | Foreground, vertices, faces, normals=None) -> torch.Tensor:
-    """Interpolated vertex normals, re-normalised per pixel, in camera space ``(nx, -ny, -nz)``, unclamped.
+def camera_normals(fragments: Fragments | Foreground, vertices, faces, normals=None,
+                   renormalise: bool = False) -> torch.Tensor:
+    """Interpolated vertex normals (re-normalised per pixel with ``renormalise``; the official maps are not) in
+    camera space ``(nx, -ny, -nz)``, unclamped.
 
     Args:
         fragments: from :func:`rasterize`.
@@ -178,13 +182,14 @@ def camera_normals(fragments: Fragments | Foreground, vertices, faces, normals=N
         normals: optional `(N, V, 3)` image-space vertex normals (default :func:`vertex_normals`).
 
     Returns:
-        `(N, H, W, 3)` unit vectors (z > 0 faces the camera); 0 on the background.
+        `(N, H, W, 3)` vectors (z > 0 faces the camera); 0 on the background.
     """
-    return as_foreground(fragments).scatter(camera_normals_foreground(fragments, vertices, faces, normals))
+    return as_foreground(fragments).scatter(camera_normals_foreground(fragments, vertices, faces, normals,
+                                                                      renormalise=renormalise))
 
 
 def normal_map(fragments: Fragments | Foreground, vertices, faces, normals=None) -> torch.Tensor:
-    """Official MagicPortrait normal map: camera-space unit normals clamped to [0, 1], background 0.
+    """Official MagicPortrait normal map: camera-space interpolated normals clamped to [0, 1], background 0.
 
     Negative components become 0 (no ``(n + 1) / 2`` remap), as in the official release.
 
@@ -321,7 +326,8 @@ def _uv_to_grid(uv: torch.Tensor, tex_h: int, tex_w: int) -> torch.Tensor:
 
 
 def sample_texture(texture, uv_pixels) -> torch.Tensor:
-    """Bilinear texture look-up (``grid_sample``, align_corners=False, border padding).
+    """Bilinear texture look-up (``grid_sample``, align_corners=False, zero padding outside the texture, as the
+    official renderer's).
 
     Args:
         texture: `(N or 1, 3, Ht, Wt)` float in [0, 1] (see :func:`as_texture` for other layouts).
@@ -341,15 +347,16 @@ def sample_texture(texture, uv_pixels) -> torch.Tensor:
     if tex.shape[0] != uv.shape[0]:
         raise ValueError(f"texture batch {tex.shape[0]} does not match uv batch {uv.shape[0]}.")
     grid = _uv_to_grid(uv, tex.shape[2], tex.shape[3])
-    out = F.grid_sample(tex, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = F.grid_sample(tex, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.permute(0, 2, 3, 1)
 
 
 def sample_texture_foreground(texture: torch.Tensor, uv: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
-    """Sample `(B, 3, Ht, Wt)` at `(K, 2)` texture pixel coordinates of frames ``frame`` -> `(K, 3)`."""
+    """Sample `(B, 3, Ht, Wt)` at `(K, 2)` texture pixel coordinates of frames ``frame`` -> `(K, 3)` (zero
+    padding, like :func:`sample_texture`)."""
     grid = _uv_to_grid(uv.to(texture.dtype), texture.shape[2], texture.shape[3])
     if texture.shape[0] == 1:
-        out = F.grid_sample(texture, grid.view(1, 1, -1, 2), mode="bilinear", padding_mode="border",
+        out = F.grid_sample(texture, grid.view(1, 1, -1, 2), mode="bilinear", padding_mode="zeros",
                             align_corners=False)
         return out.view(3, -1).t()
     # per-frame textures: one grid row per frame, padded to the largest frame
@@ -360,5 +367,5 @@ def sample_texture_foreground(texture: torch.Tensor, uv: torch.Tensor, frame: to
     pos = torch.arange(frame.numel(), device=frame.device) - start[frame]
     padded = grid.new_zeros((num, 1, max(width, 1), 2))
     padded[frame, 0, pos] = grid
-    out = F.grid_sample(texture, padded, mode="bilinear", padding_mode="border", align_corners=False)
+    out = F.grid_sample(texture, padded, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out[frame, :, 0, pos]

@@ -65,6 +65,30 @@ def square_boxes_from_landmarks(landmarks: np.ndarray, scale: float = 2.0, shift
     return np.stack([center_x, center_y, side], axis=1).astype(np.float32)
 
 
+OFFICIAL_CANVAS_PER_FACE_BOX = 512 / (432 - 80) * 1.5
+"""The official crop: a square of 1.5 x the detector's face-box width mapped to [80, 432] of the 512 canvas, so the
+canvas spans 2.18 face-box widths."""
+FACE_BOX_PER_68_BOX, FACE_BOX_RAISE = 1.1, 0.12
+"""A face detector's box from the 68-point box, as DECA relates its detector's boxes to its landmarks: side 1.1 x
+the 68-point box's mean side, centre 0.12 x that side higher."""
+
+
+def official_framing_box(landmarks: np.ndarray) -> np.ndarray:
+    """The official preprocessing's framing ``(3,)`` = (centre_x, centre_y, side) of one face from its 478 landmarks.
+
+    The official crop is defined on insightface's face box, which we do not run: we estimate that box from the 68
+    iBUG points of the track (:mod:`magicportrait.tracking.ibug68`) by DECA's detector-box relation
+    (:data:`FACE_BOX_PER_68_BOX`, :data:`FACE_BOX_RAISE`), then take the canvas the official crop gives it."""
+    from magicportrait.tracking.ibug68 import ibug68_from_mediapipe
+
+    points = ibug68_from_mediapipe(np.asarray(landmarks, np.float64)[:, :2])
+    left, top = points.min(axis=0)
+    right, bottom = points.max(axis=0)
+    face_side = FACE_BOX_PER_68_BOX * ((right - left) + (bottom - top)) / 2
+    centre = np.array([(left + right) / 2, (top + bottom) / 2 - FACE_BOX_RAISE * face_side])
+    return np.array([*centre, OFFICIAL_CANVAS_PER_FACE_BOX * face_side], np.float32)
+
+
 def smooth_boxes(boxes: np.ndarray, fps: float, strength: float, method: SmoothingMethod = "savgol") -> np.ndarray:
     """Smooth per-frame boxes ``(T, 3)`` over time so the crop does not jitter (see :func:`smooth` for strength).
 

@@ -123,13 +123,14 @@ def smirk_crop(image: np.ndarray, landmarks: np.ndarray, scale: float = CROP_SCA
     Returns the crop `(3, 224, 224)` float32, the uint8 crop `(224, 224, 3)` and the image -> crop 3x3 matrix."""
     from skimage.transform import SimilarityTransform, warp
 
-    from magicportrait.tracking.deca_encoder import crop_transform
+    from magicportrait.tracking.deca_encoder import crop_region, crop_transform
 
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"smirk_crop takes a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}.")
     center, size = crop_square(landmarks, scale)
     matrix = crop_transform(center, size, crop_size)
-    warped = warp(image, SimilarityTransform(matrix).inverse, output_shape=(crop_size, crop_size),
+    region, shifted = crop_region(image, matrix, crop_size)
+    warped = warp(region, SimilarityTransform(shifted).inverse, output_shape=(crop_size, crop_size),
                   preserve_range=True)
     crop_u8 = warped.astype(np.uint8)  # truncation, as the official crop does
     crop = torch.from_numpy(crop_u8.transpose(2, 0, 1).astype(np.float32) / 255.0)

@@ -46,12 +46,14 @@ from magicportrait.config import (
 )
 from magicportrait.errors import InputError, MagicPortraitError
 from magicportrait.heads import HeadModelConfig, head_model_from_config
+from magicportrait.heads.flame_codes import codes_appearance, head_track_from_codes
 from magicportrait.io.frames import MANIFEST_VERSION, FrameFolder
 from magicportrait.rendering.appearance import source_appearance
 from magicportrait.rendering.guidance import render_guidance
 from magicportrait.tracking import FaceTracker, TrackerConfig
 from magicportrait.tracking.boxes import crop_face, crop_matrix, crop_track, landmark_bboxes
-from magicportrait.types import GUIDANCE_NAMES, HeadTrack, SourceFace, Track
+from magicportrait.tracking.flame_encoders import load_flame_encoders
+from magicportrait.types import GUIDANCE_NAMES, FlameCodes, HeadTrack, SourceFace, Track
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +165,8 @@ def _finished_clips(clips_dir: Path) -> list[dict[str, Any]]:
 
 
 def _head_model_name(config: PrepareConfig) -> str:
-    config.head.flame_texture_path()  # a missing texture file fails now too
+    config.head.flame_texture_path()  # a missing texture file (or DECA / SMIRK weights) fails now too
+    config.head.encoders.weight_paths()
     return config.head.model_name
 
 
@@ -230,6 +233,7 @@ class ClipPreparer:
     def __init__(self, config: PrepareConfig) -> None:
         self.config = config
         self.head_model = head_model_from_config(config.head)
+        self.encoders = load_flame_encoders(config.head.encoders, self.head_model.name, config.device)
         self.tracker = FaceTracker(replace(config.tracker, show_progress=False))
 
     def __enter__(self) -> ClipPreparer:
@@ -262,8 +266,8 @@ class ClipPreparer:
             for folder in FRAME_FOLDERS:
                 (stage / folder).mkdir()
             cropped = self._write_crops(video, track, stage / "frames")
-            head = self.head_model.fit(cropped.track)
-            self._write_maps(cropped, head, stage)
+            head, codes = self._fit(cropped, stage / "frames")
+            self._write_maps(cropped, head, stage, codes)
             cropped.track.save(stage / "track.npz")
             head.save(stage / "head.npz")
             entry = self._entry(clip_dir, video, info.fps, track, cropped)
@@ -296,13 +300,26 @@ class ClipPreparer:
         return CroppedClip(track=crop_track(track, matrices, size), sharpness=np.asarray(sharpness),
                            texture_index=texture_index, texture=texture)
 
-    def _write_maps(self, cropped: CroppedClip, head: HeadTrack, stage: Path) -> None:
+    def _fit(self, cropped: CroppedClip, frames: Path) -> tuple[HeadTrack, FlameCodes | None]:
+        """The clip's head per frame: our fit, or (``--tracker deca-smirk`` / ``smirk``) each crop's own codes."""
+        if self.encoders is None:
+            return self.head_model.fit(cropped.track), None
+        folder = FrameFolder(frames, cropped.track.num_frames)
+        codes = self.encoders.encode_frames((folder.read(i) for i in range(len(folder))), cropped.track)
+        return head_track_from_codes(self.head_model, codes, fps=cropped.track.fps), codes
+
+    def _write_maps(self, cropped: CroppedClip, head: HeadTrack, stage: Path, codes: FlameCodes | None) -> None:
         """The clip's own head rendered in each frame's crop, textured (open geometry) by its first face frame."""
         first = cropped.texture_index
         track, head_first = cropped.track.select(slice(first, first + 1)), head.select(slice(first, first + 1))
         config = self.config
-        appearance = source_appearance(self.head_model, cropped.texture, track, head_first,
-                                       texture_path=config.head.flame_texture_path())
+        texture_path = config.head.flame_texture_path()
+        appearance = None
+        if codes is not None:
+            appearance = codes_appearance(self.head_model, codes.select(slice(first, first + 1)), texture_path)
+        if appearance is None:
+            appearance = source_appearance(self.head_model, cropped.texture, track, head_first,
+                                           texture_path=texture_path)
         source = SourceFace(crop=cropped.texture, crop_matrix=np.eye(2, 3), track=track, head=head_first,
                             appearance=appearance)
         folders = {name: FrameFolder(stage / name, head.num_frames) for name in GUIDANCE_NAMES}

@@ -18,7 +18,7 @@ import gradio as gr
 from magicportrait.errors import MagicPortraitError
 from magicportrait.pipelines.evaluate import VIDEO_SUFFIXES
 from magicportrait.pipelines.retarget import RetargetConfig
-from magicportrait.ui.forms import FormField, form_fields
+from magicportrait.ui.forms import UNSET_CHOICE, FormField, choice_options, form_fields
 from magicportrait.ui.studio import AUTO_FACE, Studio
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ def widget(field: FormField, editable: bool = True, value=None):
     if field.kind == "bool":
         return gr.Checkbox(value=field.default, label=label, info=info)
     if field.kind == "choice":
-        return gr.Dropdown(choices=list(field.choices), value=field.default, label=label, info=info)
+        value = UNSET_CHOICE if field.default is None else field.default
+        return gr.Dropdown(choices=choice_options(field), value=value, label=label, info=info)
     if field.ui_range is not None and field.kind in ("int", "float"):
         low, high = field.ui_range
         step = 1 if field.kind == "int" else 0.05

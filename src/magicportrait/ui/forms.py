@@ -87,8 +87,19 @@ def build_config(config_class: type, fields: list[FormField], values: list[Any] 
     return config_from_args(config_class, argparse.Namespace(**settings))
 
 
+UNSET_CHOICE = "default"
+"""The page's entry for an optional choice left unset (the config then picks, e.g. by tracker or backend)."""
+
+
+def choice_options(field: FormField) -> list[Any]:
+    """A choice field's page options: its choices, after :data:`UNSET_CHOICE` when it may stay unset."""
+    return [UNSET_CHOICE, *field.choices] if field.optional else list(field.choices)
+
+
 def _value(field: FormField, value: Any) -> Any:
     """A page value as the config expects it: blank text -> None, whole numbers as int, checked numbers."""
+    if field.kind == "choice" and field.optional and value in (UNSET_CHOICE, "", None):
+        return None
     if field.kind in ("text", "path"):
         value = (value or "").strip()
         return value or (None if field.optional else "")
