@@ -20,7 +20,7 @@ from magicportrait.heads.flame_head import FlameHeadModel
 from magicportrait.io.image import load_image
 from magicportrait.io.video import iter_frames
 from magicportrait.tracking.flame_encoders import FlameEncoderConfig, FlameEncoders
-from magicportrait.types import FlameTrack, HeadTrack, RenderAppearance, SourceFace, Track
+from magicportrait.types import FlameCodes, FlameTrack, HeadTrack, RenderAppearance, SourceFace, Track
 from shared_paths import DECA_VECTORS, SMIRK_VECTORS, needs_partial_flame
 from synthetic_flame import write_synthetic_flame, write_synthetic_texture
 
@@ -154,10 +154,48 @@ def test_prepare_encodes_each_training_frame(example, assets, tmp_path):
     assert written.num_frames == EXAMPLE_FRAMES and (clip / "render" / "frame_0001.png").is_file()
 
 
-def test_evaluate_says_the_paper_tracker_is_not_there_yet():
-    from magicportrait.errors import InputError
-    from magicportrait.evaluation.suite import EvaluationConfig
+def test_evaluate_with_smirk_compares_smirk_pose_and_expression(example, assets):
+    # The paper's Table I protocol: APD / AED from SMIRK's parameters of the generated and the driving frames.
+    from magicportrait.evaluation.motion import compare_heads, head_from_codes
+    from magicportrait.evaluation.suite import EvaluationConfig, Evaluator
     from magicportrait.heads import HeadModelConfig
+    from magicportrait.pipelines.evaluate import read_frames
+    from magicportrait.tracking import FaceTracker, TrackerConfig
 
-    with pytest.raises(InputError, match="evaluate --tracker smirk is not implemented yet"):
-        EvaluationConfig(head=HeadModelConfig(encoders=FlameEncoderConfig(tracker="smirk")))
+    frames, fps = read_frames(example[1])
+    encoders = FlameEncoderConfig(tracker="smirk", smirk_weights=str(assets["smirk"]))
+    config = EvaluationConfig(metrics="apd,aed,p_rmse,e_rmse", show_progress=False,
+                              head=HeadModelConfig(encoders=encoders))
+    evaluator = Evaluator(config)
+    portrait = load_image(example[0])
+    same = evaluator.evaluate(frames, frames, portrait, fps=fps)
+    assert same.values["apd"] == 0.0 and same.values["aed"] == 0.0 and same.info["head_model"] == "smirk"
+    generated = frames[::-1].copy()
+    report = evaluator.evaluate(generated, frames, portrait, fps=fps)
+    with FaceTracker(TrackerConfig(show_progress=False)) as tracker:
+        tracks = [tracker.track_frames(list(video), fps=fps, num_frames=len(video)) for video in (generated, frames)]
+    heads = [head_from_codes(FlameEncoders(encoders).encode_frames(iter(video), track))
+             for video, track in zip((generated, frames), tracks, strict=True)]
+    expected = compare_heads(*heads, pose=config.pose_mode(False))
+    assert report.values["aed"] > 0
+    np.testing.assert_allclose([report.values[name] for name in ("apd", "aed", "p_rmse", "e_rmse")],
+                               [expected.apd, expected.aed, expected.p_rmse, expected.e_rmse], rtol=1e-5)
+
+
+def test_codes_written_by_a_run_drive_another_run_as_files(example, assets, tmp_path):
+    # --source-flame-codes / --flame-codes with our own tracker: the codes a deca-smirk run saved (each in its own
+    # image's pixels) give the same aligned head and appearance without the encoders.
+    encoded = tmp_path / "encoded"
+    assert _guide(example, assets, encoded, "deca-smirk") == 0
+    replay = tmp_path / "replay"
+    assert _guide(example, assets, replay, "ours", "--source-flame-codes", str(encoded / "source_codes.npz"),
+                  "--flame-codes", str(encoded / "driving_codes.npz")) == 0
+    _assert_same_head(HeadTrack.load(replay / "aligned_head.npz"), HeadTrack.load(encoded / "aligned_head.npz"))
+    np.testing.assert_allclose(RenderAppearance.load(replay / "appearance.npz").sh_light,
+                               RenderAppearance.load(encoded / "appearance.npz").sh_light, atol=1e-6)
+    # driving codes alone (our fit of the portrait), and too few frames
+    assert _guide(example, assets, tmp_path / "driving-only", "ours", "--pose-mode", "absolute",
+                  "--flame-codes", str(encoded / "driving_codes.npz")) == 0
+    codes = FlameCodes.load(encoded / "driving_codes.npz")
+    codes.select(slice(0, 2)).save(tmp_path / "short.npz")
+    assert _guide(example, assets, tmp_path / "short", "ours", "--flame-codes", str(tmp_path / "short.npz")) == 2

@@ -236,7 +236,8 @@ USAGES = {"guide": PAIR_USAGE, "animate": PAIR_USAGE, "track": "%(prog)s INPUT -
           "benchmark": "%(prog)s CLIPS -o DIR [options]", "faces": "%(prog)s IMAGE -o FACES.png [options]",
           "prepare": "%(prog)s VIDEOS -o DATA_DIR [options]"}
 # Flags of a config that do nothing for a command: not offered there.
-NOT_FOR_EVALUATE = ("flame_texture",)  # the head model's fit matters for motion metrics; its render texture does not
+CODE_FILES = ("flame_codes", "source_flame_codes")  # one portrait and one driving video's codes: guide / animate
+NOT_FOR_EVALUATE = ("flame_texture", *CODE_FILES)  # the head fit matters for motion metrics; its texture does not
 NOT_FOR_ANIMATE = ("write_preview",)
 # faces looks at one still image: the video tracking options do nothing there.
 FACES_SKIPS = ("min_tracking_confidence", "box_scale", "box_smoothing", "relock_after_s", "settle_passes",
@@ -316,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--max-clips", type=positive_int, default=None, help="Use only the first N clips.")
     argument_group(benchmark, OUTPUT).add_argument("--output", "-o", required=True, help="Output folder "
                                                    "(resumable: finished clips are skipped).")
-    add_config_arguments(benchmark, AnimateConfig, skip=NOT_FOR_ANIMATE)
-    add_config_arguments(benchmark, EvaluationConfig)
+    add_config_arguments(benchmark, AnimateConfig, skip=(*NOT_FOR_ANIMATE, *CODE_FILES))
+    add_config_arguments(benchmark, EvaluationConfig, skip=CODE_FILES)
     benchmark.set_defaults(handler=_benchmark)
 
     from magicportrait.training.prepare import PrepareConfig
@@ -327,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     argument_group(prepare, INPUT).add_argument("videos", help="Folder of video clips (searched recursively).")
     argument_group(prepare, OUTPUT).add_argument("--output", "-o", required=True,
                                                  help="Dataset folder to write (DATA_DIR).")
-    add_config_arguments(prepare, PrepareConfig)
+    add_config_arguments(prepare, PrepareConfig, skip=CODE_FILES)
     prepare.set_defaults(handler=_prepare)
 
     train = commands.add_parser("train", help="Train stage 1 (images) or stage 2 (motion modules) from a YAML config "

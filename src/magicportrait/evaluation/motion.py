@@ -1,7 +1,9 @@
 """Motion accuracy and temporal stability, measured with our own tracker and head model.
 
 Both videos (generated and driving, or generated and ground truth) are tracked (MediaPipe face mesh) and fitted with
-the same head model: FLAME when a FLAME file is configured, else the open face geometry. Then per frame:
+the same head model: FLAME when a FLAME file is configured, else the open face geometry; or, with ``--tracker smirk``
+(the paper's protocol), encoded by SMIRK, whose global rotation and expression parameters are compared (with
+``deca-smirk``: DECA's rotation, SMIRK's expression). Then per frame:
 
 - **pose** (APD, P-RMSE): the head rotation as (yaw, pitch, roll) in degrees; APD is the mean absolute difference
   over frames and the three angles, P-RMSE the root mean square. ``pose="relative"`` compares each video's rotation
@@ -24,10 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from magicportrait.geometry.rotations import axis_angle_to_matrix, matrix_to_euler_degrees
-from magicportrait.types import HeadTrack, Track
+from magicportrait.types import FlameCodes, HeadTrack, Track
 
-__all__ = ["MotionComparison", "compare_heads", "flicker", "landmark_distance", "landmark_jitter",
+__all__ = ["MotionComparison", "compare_heads", "flicker", "head_from_codes", "landmark_distance", "landmark_jitter",
            "pose_degrees"]
+_FLAME_TO_MODEL = np.array([1.0, -1.0, -1.0], np.float32)  # an axis-angle in FLAME's frame -> the model frame
 
 
 @dataclass
@@ -62,6 +65,15 @@ def pose_degrees(head: HeadTrack, relative: bool = False) -> np.ndarray:
     if relative:
         rotation = rotation @ np.swapaxes(rotation[:1], -1, -2)
     return matrix_to_euler_degrees(rotation)
+
+
+def head_from_codes(codes: FlameCodes, fps: float = 0.0) -> HeadTrack:
+    """The pose and expression of encoder codes (SMIRK's or DECA's) as a head track for :func:`compare_heads`:
+    the global rotation in the model frame (as our fits give it), the expression coefficients as they are."""
+    count = codes.num_frames
+    return HeadTrack(model=codes.source or "codes", identity=np.zeros(0, np.float32), expression=codes.expression,
+                     rotation=codes.global_pose * _FLAME_TO_MODEL, scale=np.ones(count, np.float32),
+                     translation=np.zeros((count, 3), np.float32), image_size=codes.image_size, fps=fps)
 
 
 def compare_heads(generated: HeadTrack, reference: HeadTrack, pose: str = "absolute") -> MotionComparison:

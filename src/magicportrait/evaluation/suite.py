@@ -89,9 +89,6 @@ class EvaluationConfig:
         check_at_least(self, 1, "max_frames", "batch_size")
         check_at_least(self, 0, "face", "driving_face")
         check_device(self)
-        if self.head.encoders.uses_encoders:
-            raise InputError(f"evaluate --tracker {self.head.encoders.tracker} is not implemented yet: the motion "
-                             "metrics use our own tracker (leave out --tracker).")
 
     def selected(self) -> tuple[str, ...]:
         if self.metrics.strip() in ("", "all"):
@@ -298,10 +295,25 @@ class Evaluator:
         if face is not None or box is not None:
             tracks["info"] = {"face": f"number {face}" if face is not None else "nearest the generator's crop"}
         if needs_motion:
-            model = self._head_model()
-            tracks["head_model"] = model.name
-            tracks["heads"] = {name: model.fit(tracks[name]) for name in ("generated", "driving")}
+            tracks["heads"] = self._heads(inputs, tracks)
+            tracks["head_model"] = tracks["heads"]["generated"].model
         return tracks
+
+    def _heads(self, inputs: _Inputs, tracks: dict) -> dict:
+        """Both videos' heads: our fit, or the paper's tracker (``--tracker smirk``: SMIRK's pose and expression
+        parameters, as the paper's Table I measures APD and AED)."""
+        names = ("generated", "driving")
+        if not self.config.head.encoders.uses_encoders:
+            model = self._head_model()
+            return {name: model.fit(tracks[name]) for name in names}
+        from magicportrait.evaluation.motion import head_from_codes
+        from magicportrait.tracking.flame_encoders import FlameEncoders
+
+        encoders = self._network("flame_encoders", lambda: FlameEncoders(self.config.head.encoders,
+                                                                         self.config.device))
+        frames = {"generated": inputs.generated, "driving": inputs.driving}
+        return {name: head_from_codes(encoders.encode_frames(iter(frames[name]), tracks[name]), tracks[name].fps)
+                for name in names}
 
     def _head_model(self):
         return self._network("head_model", lambda: head_model_from_config(self.config.head))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +31,7 @@ from magicportrait.types import HeadTrack, SourceFace, Track
 
 if TYPE_CHECKING:
     from magicportrait.pipelines.guide import GuideConfig
-    from magicportrait.tracking.flame_encoders import FlameEncoders
+    from magicportrait.pipelines.paper_tracker import PaperTracker
 
 logger = logging.getLogger(__name__)
 # A saved motion's crop must be this portrait's crop: re-tracking the same pixels gives the same box, up to float
@@ -47,7 +47,7 @@ def image_digest(image: np.ndarray) -> str:
 
 
 def prepare_source(image: np.ndarray, tracker: FaceTracker, head_model: HeadModel, config: GuideConfig,
-                   source_name: str = "", encoders: FlameEncoders | None = None) -> SourceFace:
+                   source_name: str = "", paper: PaperTracker | None = None) -> SourceFace:
     """Track the chosen face of the portrait, crop it to ``config.size``, fit the head model (or encode it with the
     paper's tracker), estimate the render map's appearance."""
     face_box = None if config.face_box is None else parse_face_box(config.face_box)
@@ -64,8 +64,9 @@ def prepare_source(image: np.ndarray, tracker: FaceTracker, head_model: HeadMode
     matrix = crop_matrix(box, size)
     crop = crop_face(image, box, size)
     cropped = crop_track(track, matrix, size)
-    if encoders is not None:
-        head, appearance = paper_tracker.encoded_source(encoders, head_model, crop, cropped, config)
+    encoded = None if paper is None else paper.source_head(image, matrix, crop, cropped)
+    if encoded is not None:
+        head, appearance = encoded
     else:
         head = head_model.fit(cropped)
         appearance = source_appearance(head_model, crop, cropped, head, config.appearance,
@@ -156,6 +157,7 @@ class Motion:
     aligned: HeadTrack
     driving_track: Track | None
     fps: float
+    codes: dict = field(default_factory=dict)  # "source" / "driving" FlameCodes of the paper's tracker or files
 
 
 def prepare_inputs(config: GuideConfig, head_model: HeadModel, image: np.ndarray, source_name: str,
@@ -167,9 +169,9 @@ def prepare_inputs(config: GuideConfig, head_model: HeadModel, image: np.ndarray
         raise InputError("Give a driving video (--driving) or a saved motion (--motion aligned_head.npz).")
     if config.framing is None:
         config = replace(config, framing=saved_framing(motion_path) or default_framing)
-    encoders = paper_tracker.load_encoders(config, head_model)
+    paper = paper_tracker.load_paper_tracker(config, head_model)
     with FaceTracker(config.tracker) as tracker:
-        source = prepare_source(image, tracker, head_model, config, source_name, encoders)
+        source = prepare_source(image, tracker, head_model, config, source_name, paper)
         if motion_path is None:
             driving_track = track_driving(driving_path, tracker, config)
     if motion_path is not None:
@@ -178,13 +180,13 @@ def prepare_inputs(config: GuideConfig, head_model: HeadModel, image: np.ndarray
         driving_track = _saved_driving_track(motion_path, aligned) if driving_path is not None else None
         return source, Motion(aligned, driving_track, aligned.fps)
     # the tracker has already warned about frames without a face
-    if encoders is not None:
-        aligned = paper_tracker.align_encoded(head_model, source, encoders, driving_path, driving_track, config)
+    if paper is not None:
+        aligned = paper.align(source, driving_path, driving_track)
     else:
         aligned = align_motion(head_model, source, driving_track, config)
     aligned = edit_motion(aligned, source.head, config.edit, head_model, config.alignment.reference_frame)
     aligned = replace(aligned, extras={**aligned.extras, "framing": config.framing})
-    return source, Motion(aligned, driving_track, driving_track.fps)
+    return source, Motion(aligned, driving_track, driving_track.fps, {} if paper is None else paper.codes)
 
 
 def saved_framing(motion_path: str | Path | None) -> str | None:
@@ -215,6 +217,8 @@ def save_inputs(stage: Path, source: SourceFace, motion: Motion) -> dict[str, Pa
         files["track"] = motion.driving_track.save(stage / "track.npz")
     if source.appearance is not None:
         files["appearance"] = source.appearance.save(stage / "appearance.npz")
+    for side, codes in motion.codes.items():
+        files[f"{side}_codes"] = codes.save(stage / f"{side}_codes.npz")
     return files
 
 

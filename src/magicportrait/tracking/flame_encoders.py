@@ -49,6 +49,11 @@ class FlameEncoderConfig:
     deca_crop_scale: float = option(OFFICIAL_DECA_CROP_SCALE, "DECA's crop side / the 68-landmark box (x 1.1): "
                                     "1.3 in the MagicPortrait preprocessing, 1.25 in DECA's own demo.")
     encoder_batch: int = option(16, "Frames encoded at once by DECA / SMIRK.")
+    flame_codes: str | None = option(None, "The driving video's FLAME codes from another tracker (DECA, EMOCA, "
+                                           "SMIRK saved outputs, or our driving_codes.npz), instead of encoding or "
+                                           "fitting its frames; see the README, 'Trackers'. Needs --flame.")
+    source_flame_codes: str | None = option(None, "The portrait's FLAME codes from another tracker (with its camera "
+                                                  "and crop 'tform'), instead of encoding or fitting it.")
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -58,6 +63,11 @@ class FlameEncoderConfig:
     @property
     def uses_encoders(self) -> bool:
         return self.tracker != "ours"
+
+    @property
+    def uses_codes(self) -> bool:
+        """FLAME codes on either side (encoded, or read from files)."""
+        return self.uses_encoders or bool(self.flame_codes or self.source_flame_codes)
 
     def weight_paths(self) -> tuple[Path | None, Path | None]:
         """The DECA and SMIRK files this tracker needs (None where it needs none), checked to exist."""
@@ -132,13 +142,16 @@ class FlameEncoders:
 
 def load_flame_encoders(config: FlameEncoderConfig, head_model_name: str,
                         device: str | torch.device = "cpu") -> FlameEncoders | None:
-    """DECA and / or SMIRK for ``--tracker deca-smirk`` / ``smirk`` (None for our own fit), checked against the
-    head model (the codes are FLAME's)."""
-    if not config.uses_encoders:
+    """DECA and / or SMIRK for ``--tracker deca-smirk`` / ``smirk`` (None for our own fit, or when files give both
+    sides' codes), checked against the head model (the codes are FLAME's)."""
+    if not config.uses_codes:
         return None
     if head_model_name != "flame":
-        raise InputError(f"--tracker {config.tracker} gives FLAME parameters: pass the FLAME 2020 model "
-                         "generic_model.pkl with --flame (or $MAGICPORTRAIT_FLAME); see the README, 'Trackers'.")
+        what = f"--tracker {config.tracker}" if config.uses_encoders else "FLAME codes"
+        raise InputError(f"{what} gives FLAME parameters: pass the FLAME 2020 model generic_model.pkl with --flame "
+                         "(or $MAGICPORTRAIT_FLAME); see the README, 'Trackers'.")
+    if not config.uses_encoders or (config.flame_codes and config.source_flame_codes):
+        return None
     return FlameEncoders(config, device=device)
 
 
