@@ -415,6 +415,11 @@ class FlameCodes:
     @classmethod
     def load(cls, path: str | os.PathLike) -> FlameCodes:
         arrays, meta = load_npz(path, "FlameCodes")
+        missing = [name for name in cls._ARRAYS[:6] if name not in arrays]
+        if missing:
+            from magicportrait.errors import InputError
+
+            raise InputError(f"{path}: FLAME codes without {', '.join(missing)}; the file is damaged.")
         return cls(**{name: arrays.get(name) for name in cls._ARRAYS}, image_size=tuple(meta["image_size"]),
                    crop_size=int(meta["crop_size"]), source=meta.get("source", ""))
 

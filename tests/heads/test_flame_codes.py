@@ -4,6 +4,8 @@ matrix), computed here directly from the model."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -79,9 +81,8 @@ def test_head_track_reproduces_the_official_projection(head_model, rotated_crop)
 
 def test_transfer_keeps_the_portrait_and_takes_the_motion():
     source, driving = _codes(1), _codes(3).select(slice(None))
-    driving = FlameCodes(**{**{name: getattr(driving, name) for name in FlameCodes._ARRAYS},
-                            "shape": driving.shape + 1.0, "cam": driving.cam * 2.0},
-                         image_size=(720, 1280), source="driving")
+    driving = replace(driving, shape=driving.shape + 1.0, cam=driving.cam * 2.0, image_size=(720, 1280),
+                      source="driving")
     aligned = transfer_codes(source, driving)
     assert aligned.num_frames == 3 and aligned.image_size == (512, 512)
     for name in ("shape", "cam", "crop_matrix", "tex", "light"):

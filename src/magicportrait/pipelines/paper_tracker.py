@@ -6,6 +6,7 @@ transfer), otherwise on head tracks (our smoothing, expression options and relat
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,10 +104,8 @@ class PaperTracker:
             check_placeable(codes, self.settings.flame_codes or "the driving codes")
         elif not np.isfinite(codes.crop_matrix).all() or not np.isfinite(codes.cam).all():
             # absolute pose: only the rotation, expression and jaw are used; any camera will do
-            codes = FlameCodes(**{**{name: getattr(codes, name) for name in FlameCodes._ARRAYS},
-                                  "cam": np.tile([1.0, 0.0, 0.0], (codes.num_frames, 1)),
-                                  "crop_matrix": np.tile(np.eye(3), (codes.num_frames, 1, 1))},
-                               image_size=codes.image_size, crop_size=codes.crop_size, source=codes.source)
+            codes = replace(codes, cam=np.tile([1.0, 0.0, 0.0], (codes.num_frames, 1)),
+                            crop_matrix=np.tile(np.eye(3), (codes.num_frames, 1, 1)))
         return head_track_from_codes(self.head_model, codes, fps=track.fps)
 
 
