@@ -3,6 +3,7 @@ a linear albedo model ``texture = mean + basis @ alpha`` over FLAME's UV layout,
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,14 @@ def load_flame_texture_space(path: str | os.PathLike, num_components: int = 50, 
         InputError: missing file or keys, no UV coordinates (vt / ft), inconsistent shapes, too few components.
     """
     path = Path(path)
+    stamp = path.stat().st_mtime_ns if path.is_file() else None
+    return _load_cached(path.resolve() if stamp else path, stamp, num_components, size, resample)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_cached(path: Path, stamp: int | None, num_components: int, size: int, resample: str) -> FlameTextureSpace:
+    """One texture space kept between calls (``prepare`` colours every clip with the same file); its arrays are
+    read-only. ``stamp`` (the file's mtime) makes a changed file load again."""
     with _open_npz(path) as data:
         mean_key, basis_key, scale = _texture_layout(data.files, path)
         vt, ft = _uv_layout(data, path)
@@ -170,5 +179,7 @@ def load_flame_texture_space(path: str | os.PathLike, num_components: int = 50, 
                                                                                   path), path)
     rgb_mean = _downsample(mean[..., ::-1].astype(np.float32) * np.float32(scale), size, resample)
     rgb_basis = _downsample(basis, size, resample)[..., ::-1, :] * np.float32(scale)
-    return FlameTextureSpace(mean=np.ascontiguousarray(rgb_mean), basis=np.ascontiguousarray(rgb_basis), vt=vt,
-                             ft=ft, source=str(path))
+    arrays = [np.ascontiguousarray(rgb_mean), np.ascontiguousarray(rgb_basis), vt, ft]
+    for array in arrays:
+        array.setflags(write=False)
+    return FlameTextureSpace(*arrays, source=str(path))
