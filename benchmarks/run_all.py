@@ -139,7 +139,8 @@ def write_markdown(path: Path, report: dict) -> None:
     if "training" in report:
         lines += training_lines(report["training"])
     lines += kept_section(path, REAL_PHOTOS_MARKS)
-    lines += kept_section(path, LOADING_MARKS)
+    for marks in (LOADING_MARKS, THROUGHPUT_MARKS, FLAME_ENCODERS_MARKS, POSE_REFINEMENT_MARKS):
+        lines += kept_section(path, marks)
     lines += ["", "Raw figures:", "", "```json",
               json.dumps({k: report[k] for k in BENCHES if k in report}, indent=2, default=float),
               "```", ""]
@@ -151,6 +152,12 @@ REAL_PHOTOS_MARKS = ("<!-- real-photos: start -->", "<!-- real-photos: end -->")
 """The section ``bench_real_photos.py`` writes (it needs photos fetched with npm, so it runs on its own)."""
 LOADING_MARKS = ("<!-- loading: start -->", "<!-- loading: end -->")
 """The section ``bench_loading.py`` writes (issue 15's memory figures, about 10 minutes on its own)."""
+THROUGHPUT_MARKS = ("<!-- loading-throughput: start -->", "<!-- loading-throughput: end -->")
+"""The section ``bench_loading.py --throughput`` writes."""
+FLAME_ENCODERS_MARKS = ("<!-- flame-encoders: start -->", "<!-- flame-encoders: end -->")
+"""The section ``bench_flame_encoders.py`` writes."""
+POSE_REFINEMENT_MARKS = ("<!-- pose-refinement: start -->", "<!-- pose-refinement: end -->")
+"""The section ``bench_pose_refinement.py`` writes."""
 
 
 def kept_section(path: Path, marks: tuple[str, str]) -> list[str]:
@@ -201,7 +208,9 @@ def flame_closed_loop_lines(loop: dict) -> list[str]:
         "tracked with MediaPipe, mapped like the guide maps the portrait into its 512x512 face crop (the face "
         f"{loop['face_width_px']:.0f} px wide, {loop['crop_magnification']:.2f}x the 512x512 example frame) and "
         "fitted. Reprojection is against the tracked landmarks; the baseline column fits the renderer's exact "
-        "landmarks instead (no tracker), which leaves the fitter and the model mismatch.",
+        "landmarks instead (no tracker), which leaves the fitter and the model mismatch. These fits use the "
+        "tracked landmarks alone; the photometric pose refinement guide applies by default is measured in "
+        "\"Head pose: photometric refinement\" below.",
         "",
         "| what | measured | baseline (same run) | ratio | target |",
         "|---|---|---|---|---|",

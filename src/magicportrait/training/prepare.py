@@ -262,6 +262,10 @@ class ClipPreparer:
         info = probe_video(video)
         track = self.tracker.track_frames(self._frames(video), fps=info.fps, source=str(video),
                                           num_frames=min(info.num_frames, self.config.max_frames or info.num_frames))
+        if self.encoders is None and self.config.tracker.pose_refinement == "photometric":
+            from magicportrait.tracking.photometric import refine_pose_photometric
+
+            track = refine_pose_photometric(lambda: self._frames(video), track)  # as guide does for a driving video
         with atomic_dir(clip_dir) as stage:
             for folder in FRAME_FOLDERS:
                 (stage / folder).mkdir()
