@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from magicportrait.errors import InputError
+from magicportrait.geometry.rotations import rotation_angle_degrees
+from magicportrait.heads.lbs import batch_rodrigues, skew_symmetric
 from magicportrait.types import Track
 
 CROP_SIZE = 256  # face crops the refinement works on (px)
@@ -207,7 +209,7 @@ class ReferenceTexture:
         for level, values in zip(levels, self.values, strict=True):
             for _ in range(ITERATIONS):
                 step = self._gauss_newton_step(level, values, rotation, log_scale, shift, brightness)
-                rotation = rodrigues(step[:, :3]) @ rotation
+                rotation = batch_rodrigues(step[:, :3]) @ rotation
                 log_scale, shift, brightness = log_scale + step[:, 3], shift + step[:, 4:6], brightness + step[:, 6]
         end_cost = self._cost(levels[-1], self.values[-1], rotation, log_scale, shift)
         return self._accepted(poses, index, zoom, offset, rotation.numpy(), log_scale.numpy(), shift.numpy(),
@@ -222,12 +224,12 @@ class ReferenceTexture:
         rotated, zoom, projected = self._project(rotation, log_scale, shift)
         samples = sample_maps(level, projected).double()  # (N, 3, P)
         visible = self.visible[None] & (facing(self.normals @ rotation.transpose(1, 2)) > MIN_FACING)
-        residual = samples[:, 0] - values[None] - (brightness[:, None] if torch.is_tensor(brightness) else brightness)
+        residual = samples[:, 0] - values[None] - brightness[:, None]
         return residual, visible.double(), samples, rotated, zoom
 
     def _cost(self, level, values, rotation, log_scale, shift) -> torch.Tensor:
         """Mean robust cost per frame, its brightness offset the mean residual of the visible points."""
-        residual, visible, *_ = self._residuals(level, values, rotation, log_scale, shift, 0.0)
+        residual, visible, *_ = self._residuals(level, values, rotation, log_scale, shift, torch.zeros_like(log_scale))
         count = visible.sum(1).clamp_min(1.0)
         residual = residual - ((residual * visible).sum(1) / count)[:, None]
         return (huber(residual) * visible).sum(1) / count
@@ -236,15 +238,12 @@ class ReferenceTexture:
         residual, visible, samples, rotated, zoom = self._residuals(level, values, rotation, log_scale, shift,
                                                                     brightness)
         gradient = samples[:, 1:].transpose(1, 2)  # (N, P, 2) d(grey)/d(crop px)
-        x, y, z = rotated.unbind(-1)
-        zeros = torch.zeros_like(x)
         # d(projected)/d(small rotation on the left) = zoom * -[rotated]_x, its x / y rows.
-        d_rotation = zoom[:, None, None, None] * torch.stack([torch.stack([zeros, z, -y], -1),
-                                                              torch.stack([-z, zeros, x], -1)], -2)
+        d_rotation = -zoom[:, None, None, None] * skew_symmetric(rotated)[..., :2, :]
         d_projected = torch.cat([d_rotation, (zoom[:, None, None] * rotated[..., :2])[..., None],
-                                 torch.eye(2, dtype=rotated.dtype).expand(*x.shape, 2, 2)], dim=-1)  # (N,P,2,6)
+                                 torch.eye(2, dtype=rotated.dtype).expand(*residual.shape, 2, 2)], dim=-1)
         jacobian = torch.cat([torch.einsum("npc,npck->npk", gradient, d_projected),
-                              -torch.ones_like(x)[..., None]], dim=-1)  # (N, P, 7)
+                              -torch.ones_like(residual)[..., None]], dim=-1)  # rotation, scale, shift, brightness
         weights = visible * torch.where(residual.abs() <= HUBER, 1.0, HUBER / residual.abs().clamp_min(1e-12))
         normal = torch.einsum("np,npk,npl->nkl", weights, jacobian, jacobian)
         normal = normal + DAMPING * torch.diag_embed(normal.diagonal(dim1=1, dim2=2)) + 1e-9 * torch.eye(7)
@@ -257,8 +256,7 @@ class ReferenceTexture:
         centre_crop = CROP_SIZE / 2.0 + shift
         translation = poses.translation[index].copy()
         translation[:, :2] = (centre_crop - offset) / zoom[:, None]
-        turned = np.degrees(np.arccos(np.clip((np.einsum("nij,nij->n", rotation, poses.rotation[index]) - 1) / 2,
-                                              -1.0, 1.0)))
+        turned = rotation_angle_degrees(rotation, poses.rotation[index])
         keep = trusted & (turned <= MAX_CHANGE_DEG) & np.isfinite(rotation).all(axis=(1, 2))
         return (np.where(keep, scale, poses.scale[index]), np.where(keep[:, None, None], rotation,
                                                                      poses.rotation[index]),
@@ -271,19 +269,7 @@ def facing(normals: torch.Tensor | np.ndarray):
 
 
 def huber(residual: torch.Tensor) -> torch.Tensor:
-    magnitude = residual.abs()
-    return torch.where(magnitude <= HUBER, 0.5 * residual ** 2, HUBER * (magnitude - 0.5 * HUBER))
-
-
-def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
-    """`(N, 3, 3)` rotation matrices of `(N, 3)` axis-angle vectors (float64)."""
-    angle = axis_angle.norm(dim=-1).clamp_min(1e-12)[:, None, None]
-    axis = axis_angle / angle[..., 0]
-    x, y, z = axis.unbind(-1)
-    zeros = torch.zeros_like(x)
-    cross = torch.stack([torch.stack([zeros, -z, y], -1), torch.stack([z, zeros, -x], -1),
-                         torch.stack([-y, x, zeros], -1)], -2)
-    return torch.eye(3, dtype=axis_angle.dtype) + torch.sin(angle) * cross + (1 - torch.cos(angle)) * cross @ cross
+    return F.huber_loss(residual, torch.zeros_like(residual), reduction="none", delta=HUBER)
 
 
 def _progress(total: int, show: bool):
