@@ -22,7 +22,7 @@ from magicportrait.io.video import iter_frames
 from magicportrait.tracking.flame_encoders import FlameEncoderConfig, FlameEncoders
 from magicportrait.types import FlameCodes, FlameTrack, HeadTrack, RenderAppearance, SourceFace, Track
 from shared_paths import DECA_VECTORS, SMIRK_VECTORS, needs_partial_flame
-from synthetic_flame import write_synthetic_flame, write_synthetic_texture
+from synthetic_flame import write_synthetic_eyelids, write_synthetic_flame, write_synthetic_texture
 
 pytestmark = [needs_partial_flame, pytest.mark.skipif(
     not (DECA_VECTORS / "deca_model.tar.xz").is_file() or not (SMIRK_VECTORS / "SMIRK_em1.pt").is_file(),
@@ -97,6 +97,19 @@ def test_smirk_tracker_with_smoothing_and_relative_pose(example, assets, tmp_pat
     head = HeadTrack.load(relative / "aligned_head.npz")
     np.testing.assert_allclose(head.rotation[0], source.head.rotation[0], atol=1e-5)  # the reference frame
     assert head.extras["pose_mode"] == "relative"
+
+
+def test_smirk_eyelids_reach_the_rendered_head(example, assets, tmp_path):
+    # --flame-eyelids: SMIRK's eyelid closures of each driving frame become the aligned head's last two expression
+    # components (the official pipeline drops them; without the option the head has none).
+    output = tmp_path / "out"
+    eyelids = write_synthetic_eyelids(tmp_path)
+    assert _guide(example, assets, output, "smirk", "--smoothing", "0", "--flame-eyelids", str(eyelids)) == 0
+    written = HeadTrack.load(output / "aligned_head.npz")
+    driving = FlameCodes.load(output / "driving_codes.npz")
+    assert written.expression.shape[1] == FlameHeadModel.from_file(assets["flame"]).num_expression + 2
+    np.testing.assert_allclose(written.expression[:, -2:], driving.eyelids, atol=1e-6)
+    assert driving.eyelids.min() >= 0.0 and driving.eyelids.max() <= 1.0 and np.ptp(driving.eyelids) > 0.0
 
 
 @pytest.mark.parametrize("case, message", [

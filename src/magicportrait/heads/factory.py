@@ -15,7 +15,7 @@ from typing import ClassVar
 from magicportrait.config import HEAD_MODEL, check_at_least, option
 from magicportrait.heads.base import HeadModel
 from magicportrait.heads.flame_head import FlameFitConfig
-from magicportrait.io.assets import FLAME, FLAME_TEXTURE, resolve_asset
+from magicportrait.io.assets import FLAME, FLAME_EYELIDS, FLAME_TEXTURE, resolve_asset
 from magicportrait.tracking.flame_encoders import FlameEncoderConfig
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,10 @@ class HeadModelConfig:
                                      f"default: ${FLAME.env}; without one the open face geometry is used.")
     flame_texture: str | None = option(None, f"FLAME texture space FLAME_texture.npz for the render map; default: "
                                              f"${FLAME_TEXTURE.env}; without one the albedo is estimated.")
+    flame_eyelids: str | None = option(None, f"Folder with SMIRK's eyelid blend shapes (l_eyelid.npy, r_eyelid.npy "
+                                             f"from SMIRK's assets/); default: ${FLAME_EYELIDS.env}. Adds eyelid "
+                                             f"closing to FLAME: SMIRK's eyelids (deca-smirk, smirk, codes) and our "
+                                             f"fit's reach the rendered head. The official release does not use them.")
     flame_shape_components: int = option(100, "FLAME identity components used (the official release: 100).")
     flame_expression_components: int = option(50, "FLAME expression components used (the official release: 50).")
     fit: FlameFitConfig = field(default_factory=FlameFitConfig, metadata={"prefix": "flame_"})
@@ -45,6 +49,9 @@ class HeadModelConfig:
 
     def flame_texture_path(self) -> Path | None:
         return resolve_asset(FLAME_TEXTURE, self.flame_texture)
+
+    def flame_eyelids_path(self) -> Path | None:
+        return resolve_asset(FLAME_EYELIDS, self.flame_eyelids)
 
     @property
     def model_name(self) -> str:
@@ -64,7 +71,8 @@ def head_model_from_config(config: HeadModelConfig | None = None) -> HeadModel:
     from magicportrait.heads.flame_head import FlameHeadModel
 
     model = FlameHeadModel.from_file(path, num_shape=config.flame_shape_components,
-                                     num_expression=config.flame_expression_components, config=config.fit)
-    logger.info("Head model: FLAME from %s (%d identity, %d expression components).", path, model.num_shape,
-                model.num_expression)
+                                     num_expression=config.flame_expression_components, config=config.fit,
+                                     eyelids=config.flame_eyelids_path())
+    logger.info("Head model: FLAME from %s (%d identity, %d expression components, %d of them eyelids).", path,
+                model.num_shape, model.num_expression, model.num_eyelids)
     return model

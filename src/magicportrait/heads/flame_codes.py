@@ -26,9 +26,10 @@ JAW = 1
 
 def head_track_from_codes(head_model: FlameHeadModel, codes: FlameCodes, fps: float = 0.0) -> FlameTrack:
     """The :class:`FlameTrack` whose posed vertices are the official pipeline's image-space mesh for ``codes``
-    (identity from frame 0; shape and expression truncated or zero-padded to the model's components)."""
+    (identity from frame 0; shape and expression truncated or zero-padded to the model's components). A model
+    with eyelid blend shapes gets the codes' eyelid closures (open where the codes have none)."""
     identity = _fit_width(codes.shape[:1], head_model.num_shape)[0]
-    expression = _fit_width(codes.expression, head_model.num_expression)
+    expression = _expression_columns(head_model, codes)
     joints = np.zeros((codes.num_frames, NUM_JOINT_ROTATIONS, 3), np.float32)
     joints[:, JAW] = codes.jaw * _FLIP
     root = _root_joint(head_model, identity, expression)  # (T, 3) FLAME frame, metres
@@ -57,6 +58,16 @@ def head_track_from_codes(head_model: FlameHeadModel, codes: FlameCodes, fps: fl
                       image_size=codes.image_size, fps=fps, extras={"codes": codes.source})
 
 
+def _expression_columns(head_model: FlameHeadModel, codes: FlameCodes) -> np.ndarray:
+    """`(T, E)` the codes' expression in the model's expression components, eyelid closures last."""
+    num_eyelids = head_model.num_eyelids
+    expression = _fit_width(codes.expression, head_model.num_expression - num_eyelids)
+    if not num_eyelids:
+        return expression
+    eyelids = np.zeros((codes.num_frames, num_eyelids)) if codes.eyelids is None else codes.eyelids
+    return np.concatenate([expression, np.asarray(eyelids, np.float64)], axis=1)
+
+
 def _fit_width(values: np.ndarray, width: int) -> np.ndarray:
     values = np.asarray(values, np.float64)
     if values.shape[1] >= width:
@@ -65,8 +76,12 @@ def _fit_width(values: np.ndarray, width: int) -> np.ndarray:
 
 
 def _root_joint(head_model: FlameHeadModel, identity: np.ndarray, expression: np.ndarray) -> np.ndarray:
-    """FLAME's root joint (the global rotation's pivot) of each frame's shaped head, FLAME frame, metres."""
+    """FLAME's root joint (the global rotation's pivot) of each frame's shaped head, FLAME frame, metres (without
+    eyelid closures: SMIRK adds those after posing)."""
     flame = head_model.flame
+    if head_model.num_eyelids:
+        expression = expression.copy()
+        expression[:, -head_model.num_eyelids:] = 0.0
     with torch.no_grad():
         output = flame(shape=torch.as_tensor(np.repeat(identity[None], len(expression), axis=0)),
                        expression=torch.as_tensor(expression), pose_correctives=False)

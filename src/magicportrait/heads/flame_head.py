@@ -54,8 +54,9 @@ class FlameHeadModel(HeadModel):
 
     name = "flame"
 
-    def __init__(self, flame: FlameModel, config: FlameFitConfig | None = None) -> None:
+    def __init__(self, flame: FlameModel, config: FlameFitConfig | None = None, num_eyelids: int = 0) -> None:
         self.config = config or FlameFitConfig()
+        self.num_eyelids = num_eyelids  # the last expression components are eyelid closures (flame_eyelids)
         self.flame = copy.deepcopy(flame).to(torch.float64).cpu()
         self.faces = self.flame.faces.cpu().numpy().astype(np.int64)  # FLAME's winding (see module docstring)
         self.num_shape = int(self.flame.num_shape)
@@ -70,9 +71,12 @@ class FlameHeadModel(HeadModel):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, num_shape: int | None = 100, num_expression: int | None = 50,
-                  config: FlameFitConfig | None = None, num_shape_total: int | None = None) -> FlameHeadModel:
+                  config: FlameFitConfig | None = None, num_shape_total: int | None = None,
+                  eyelids: str | os.PathLike | None = None) -> FlameHeadModel:
         """Load a FLAME file, keeping at most ``num_shape`` / ``num_expression`` components (None: all; the
-        partial model has 60 + 0). ``num_shape_total`` overrides the file's identity/expression column split."""
+        partial model has 60 + 0). ``num_shape_total`` overrides the file's identity/expression column split.
+        ``eyelids``: a folder with SMIRK's eyelid blend shapes, appended as two more expression components."""
+        from magicportrait.heads.flame_eyelids import NUM_EYELIDS, load_eyelid_blendshapes, with_eyelids
         from magicportrait.heads.flame_loader import load_flame
 
         assets = load_flame(path, num_shape_total=num_shape_total)
@@ -81,7 +85,10 @@ class FlameHeadModel(HeadModel):
                                                                                assets.num_expression)
         if (shape, expression) != (assets.num_shape, assets.num_expression):
             assets = load_flame(path, num_shape=shape, num_expression=expression, num_shape_total=num_shape_total)
-        return cls(FlameModel(assets, dtype=torch.float64), config=config)
+        if eyelids is None:
+            return cls(FlameModel(assets, dtype=torch.float64), config=config)
+        assets = with_eyelids(assets, load_eyelid_blendshapes(eyelids, assets.num_vertices))
+        return cls(FlameModel(assets, dtype=torch.float64), config=config, num_eyelids=NUM_EYELIDS)
 
     # ------------------------------------------------------------------ HeadModel interface
 

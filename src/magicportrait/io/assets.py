@@ -18,8 +18,8 @@ from magicportrait.errors import CheckpointError, InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ASSETS", "Asset", "DECA", "FLAME", "FLAME_TEXTURE", "MOTION_MODULE", "RELEASE_REPO", "SD15", "SMIRK",
-           "VAE", "WEIGHTS", "asset_value", "cached_release", "resolve_asset"]
+__all__ = ["ASSETS", "Asset", "DECA", "FLAME", "FLAME_EYELIDS", "FLAME_TEXTURE", "MOTION_MODULE", "RELEASE_REPO",
+           "SD15", "SMIRK", "VAE", "WEIGHTS", "asset_value", "cached_release", "resolve_asset"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ FLAME = Asset("FLAME model file", "--flame", "MAGICPORTRAIT_FLAME", False,
 FLAME_TEXTURE = Asset("FLAME texture space file", "--flame-texture", "MAGICPORTRAIT_FLAME_TEXTURE", False,
                       "Download FLAME_texture.npz from https://flame.is.tue.mpg.de and pass its path, or unset it to "
                       "estimate the albedo from the portrait.")
+FLAME_EYELIDS = Asset("FLAME eyelid blend shapes folder", "--flame-eyelids", "MAGICPORTRAIT_FLAME_EYELIDS", True,
+                      "Pass the folder holding l_eyelid.npy and r_eyelid.npy (SMIRK's assets/ folder, from "
+                      "https://github.com/georgeretsi/smirk), or unset it to render FLAME without eyelid closing.")
 WEIGHTS = Asset("diffusion weights folder", "--weights", "MAGICPORTRAIT_WEIGHTS", True, GET_WEIGHTS, CheckpointError)
 SD15 = Asset("Stable Diffusion 1.5 folder", "--sd15", "MAGICPORTRAIT_SD15", True,
              "Pass the diffusers-format folder with unet/config.json, text_encoder/ and tokenizer/.", CheckpointError)
@@ -58,7 +61,7 @@ DECA = Asset("DECA weights file", "--deca-weights", "MAGICPORTRAIT_DECA", False,
 SMIRK = Asset("SMIRK weights file", "--smirk-weights", "MAGICPORTRAIT_SMIRK", False,
               "Download SMIRK_em1.pt from the SMIRK release (https://github.com/georgeretsi/smirk) and pass its path.",
               CheckpointError)
-ASSETS = (FLAME, FLAME_TEXTURE, WEIGHTS, SD15, VAE, MOTION_MODULE, DECA, SMIRK)
+ASSETS = (FLAME, FLAME_TEXTURE, FLAME_EYELIDS, WEIGHTS, SD15, VAE, MOTION_MODULE, DECA, SMIRK)
 
 
 def asset_value(asset: Asset, value: str | os.PathLike | None) -> tuple[Path | None, str]:
