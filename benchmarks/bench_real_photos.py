@@ -50,9 +50,10 @@ from real_photo_inputs import (  # noqa: E402 - benchmarks/ is put on the path a
     write_drivers,
 )
 
+from magicportrait.io.contact_sheet import TILE, stack_blocks, tile  # noqa: E402
+
 MATCH_DISTANCE = 0.5  # a found face is that box if its centre lies within half the box's side
 SHEET_FRAMES = 5  # fixed frames per contact sheet (plus every flagged one)
-TILE = 192
 
 
 # --- 1. detection ----------------------------------------------------------------------------------------------------
@@ -171,22 +172,6 @@ def grid_panel(grid: np.ndarray, index: int) -> np.ndarray:
     return grid[:, :, index * side:(index + 1) * side]
 
 
-def tile(image: np.ndarray, size: int = TILE, flagged: bool = False, label: str = "") -> np.ndarray:
-    """``image`` letterboxed into a ``size`` square (RGB), with a red frame when flagged and a label."""
-    height, width = image.shape[:2]
-    scale = size / max(height, width)
-    small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
-                       interpolation=cv2.INTER_AREA)
-    canvas = np.zeros((size, size, 3), np.uint8)
-    top, left = (size - small.shape[0]) // 2, (size - small.shape[1]) // 2
-    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
-    if flagged:
-        cv2.rectangle(canvas, (1, 1), (size - 2, size - 2), (255, 0, 0), 4)
-    if label:
-        cv2.putText(canvas, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
-    return canvas
-
-
 def sheet_frames(num_frames: int, flagged: np.ndarray) -> list[int]:
     fixed = np.linspace(0, num_frames - 1, SHEET_FRAMES).round().astype(int).tolist()
     return sorted(set(fixed) | set(np.flatnonzero(flagged).tolist()))
@@ -210,9 +195,7 @@ def sheet_block(name: str, source: np.ndarray, driving: np.ndarray, crops: np.nd
 def write_sheet(path: Path, blocks: list[np.ndarray]) -> None:
     from magicportrait.io.image import save_image
 
-    width = max(b.shape[1] for b in blocks)
-    padded = [np.pad(b, ((0, 8), (0, width - b.shape[1]), (0, 0)), constant_values=40) for b in blocks]
-    save_image(path, np.vstack(padded))
+    save_image(path, stack_blocks(blocks))
 
 
 def reenactment_part(demo: Path, example_source: Path, out: Path, num_frames: int,

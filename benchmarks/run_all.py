@@ -139,7 +139,7 @@ def write_markdown(path: Path, report: dict) -> None:
     if "training" in report:
         lines += training_lines(report["training"])
     lines += kept_section(path, REAL_PHOTOS_MARKS)
-    for marks in (LOADING_MARKS, THROUGHPUT_MARKS, FLAME_ENCODERS_MARKS, POSE_REFINEMENT_MARKS):
+    for marks in (LOADING_MARKS, THROUGHPUT_MARKS, FLAME_ENCODERS_MARKS, POSE_REFINEMENT_MARKS, BATCH_MARKS):
         lines += kept_section(path, marks)
     lines += ["", "Raw figures:", "", "```json",
               json.dumps({k: report[k] for k in BENCHES if k in report}, indent=2, default=float),
@@ -158,6 +158,8 @@ FLAME_ENCODERS_MARKS = ("<!-- flame-encoders: start -->", "<!-- flame-encoders: 
 """The section ``bench_flame_encoders.py`` writes."""
 POSE_REFINEMENT_MARKS = ("<!-- pose-refinement: start -->", "<!-- pose-refinement: end -->")
 """The section ``bench_pose_refinement.py`` writes."""
+BATCH_MARKS = ("<!-- batch: start -->", "<!-- batch: end -->")
+"""The section ``bench_batch.py`` writes."""
 
 
 def kept_section(path: Path, marks: tuple[str, str]) -> list[str]:

@@ -36,9 +36,10 @@ GEOMETRIC = "geometric generator"
 SAMPLER = "diffusion sampler"
 EVALUATION = "evaluation"
 DATASET = "dataset preparation"
+BATCH = "batch runs"
 OUTPUT = "output"
 HELP_GROUPS = (INPUT, FACE, MOTION, MOTION_EDIT, HEAD_MODEL, GUIDANCE, GENERATOR, GEOMETRIC, SAMPLER, EVALUATION,
-               DATASET, OUTPUT)
+               DATASET, BATCH, OUTPUT)
 
 
 def option(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - mirrors argparse's name

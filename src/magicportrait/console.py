@@ -26,14 +26,16 @@ logger = logging.getLogger(__name__)
 
 QUIET, NORMAL, VERBOSE = -1, 0, 1
 LIBRARY_WARNINGS = (FutureWarning, UserWarning, DeprecationWarning)
-LIBRARY_LOGGERS = ("absl", "diffusers", "transformers", "huggingface_hub", "accelerate")
+LIBRARY_LOGGERS = ("absl", "diffusers", "transformers", "huggingface_hub", "accelerate", "ray")
 # diffusers and transformers set their loggers' levels from these when they are imported.
 LIBRARY_ENVIRONMENT = {"DIFFUSERS_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error"}
 QUIET_ENVIRONMENT = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # bars without a show_progress
-# Lines the native libraries print in normal operation (TFLite's INFO lines, absl's I/W records and its note).
+# Lines the native libraries print in normal operation (TFLite's INFO lines, absl's I/W records and its note,
+# Ray's note on its token authentication).
 NATIVE_CHATTER = re.compile(
     r"^(INFO: Created TensorFlow Lite .*"
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|Token authentication is enabled for this Ray cluster\..*"
     r"|[IW]\d{4} [\d:.]+ +\d+ [\w./-]+:\d+\] .*)$")
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from magicportrait.alignment import AlignmentConfig, align_to_source
+from magicportrait.batch import BatchConfig, EngineConfig
 from magicportrait.config import HELP_GROUPS, _literal_fields, check_range, flag, unwrap_optional
 from magicportrait.errors import InputError, MagicPortraitError
 from magicportrait.evaluation.suite import EvaluationConfig
@@ -57,7 +58,9 @@ def test_input_error_is_what_the_cli_prints():
     (lambda: EvaluationConfig(batch_size=0), "--batch-size must be at least 1, got 0."),
     (lambda: EvaluationConfig(metrics="fid,sharpness"), "Unknown metric(s) in --metrics: sharpness."),
     (lambda: PrepareConfig(max_lost=1.5), "--max-lost must be between 0 and 1, got 1.5."),
-    (lambda: PrepareConfig(workers=0), "--workers must be at least 1, got 0."),
+    (lambda: EngineConfig(workers=0), "--workers must be at least 1, got 0."),
+    (lambda: EngineConfig(engine="dask"), "--engine must be one of"),
+    (lambda: BatchConfig(shard_index=2, num_shards=2), "--shard-index 2 is not below --num-shards 2"),
     (lambda: GuideConfig(size=32), "--size must be between 64 and 2048, got 32."),
     (lambda: GuideConfig(face=-1), "--face must be at least 0, got -1."),
     (lambda: GuideConfig(chunk_size=0), "--chunk-size must be at least 1, got 0."),

@@ -24,7 +24,8 @@ EXAMPLE_FRAMES = 8  # the conftest's example fixture writes the bundled example 
 
 
 def test_importing_heads_and_rendering_loads_no_pipeline():
-    code = ("import sys, magicportrait.heads, magicportrait.rendering; "
+    # batch.engines too: prepare (a lower stage) runs its clips on it
+    code = ("import sys, magicportrait.heads, magicportrait.rendering, magicportrait.batch.engines; "
             "print(sorted(m for m in sys.modules if m.startswith('magicportrait.pipelines')))")
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert printed.strip() == "[]"

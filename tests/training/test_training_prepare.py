@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from magicportrait.batch.engines import EngineConfig
 from magicportrait.errors import InputError
 from magicportrait.io.frames import frame_name, load_manifest
 from magicportrait.io.video import iter_frames, write_video
@@ -175,7 +176,15 @@ def test_rerun_skips_finished_clips_and_redoes_interrupted_ones(videos, tmp_path
 
 
 def test_two_workers_give_the_same_manifest(videos, prepared, tmp_path):
-    manifest = json.loads(prepare_dataset(videos, tmp_path / "data", _config(workers=2)).read_text())
+    manifest = json.loads(prepare_dataset(videos, tmp_path / "data", _config(engine=EngineConfig(workers=2)))
+                          .read_text())
+    assert manifest == prepared[1]
+
+
+def test_ray_workers_give_the_same_manifest(videos, prepared, tmp_path):
+    pytest.importorskip("ray")
+    engine = EngineConfig(engine="ray", workers=2)
+    manifest = json.loads(prepare_dataset(videos, tmp_path / "data", _config(engine=engine)).read_text())
     assert manifest == prepared[1]
 
 
@@ -185,7 +194,7 @@ def test_bad_input_is_explained(tmp_path):
     with pytest.raises(InputError, match="No videos"):
         prepare_dataset(tmp_path, tmp_path / "data", _config())
     with pytest.raises(InputError, match="workers"):
-        _config(workers=0)
+        _config(engine=EngineConfig(workers=0))
 
 
 def test_max_frames_limits_each_clip(videos, tmp_path):

@@ -90,6 +90,21 @@ def config_from_args(config_class: type, args: argparse.Namespace, prefix: str =
     return config_class(**values)
 
 
+def args_from_config(config: Any, prefix: str = "") -> dict[str, Any]:
+    """The argparse destinations and values of a config instance (nested ones flattened): the inverse of
+    :func:`config_from_args`, e.g. a parser's defaults taken from a config built in Python."""
+    hints = typing.get_type_hints(type(config))
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(config):
+        annotation, _ = unwrap_optional(hints[item.name])
+        value = getattr(config, item.name)
+        if dataclasses.is_dataclass(annotation):
+            values.update(args_from_config(value, prefix + item.metadata.get("prefix", "")))
+        else:
+            values[prefix + item.name] = value
+    return values
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:

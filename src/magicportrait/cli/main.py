@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from magicportrait import __version__
 from magicportrait.cli.args import add_config_arguments, argument_group, config_from_args, positive_int
+from magicportrait.cli.batch import add_batch_command
 from magicportrait.cli.retarget import add_retarget_command
 from magicportrait.cli.ui import add_ui_command
 from magicportrait.cli.weights import add_weights_command
@@ -28,7 +29,7 @@ GENERATE_SKIPS = ("backend", "paste_back", "max_output_size", "write_result_fram
 FOLDER_OUTPUTS = {"guide": "preview.mp4", "animate": "result.mp4", "demo": "result.mp4", "generate": "result.mp4",
                   "evaluate": "metrics.md",
                   "benchmark": "summary.md", "prepare": "manifest.json", "example": "source.png",
-                  "retarget": "result.png"}
+                  "retarget": "result.png", "batch": "summary.md"}
 # Names that look like a file: a folder called result.mp4 would only confuse.
 FILE_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".gif", ".png", ".jpg", ".jpeg", ".webp", ".bmp",
                  ".tif", ".tiff", ".npz", ".json", ".md")
@@ -353,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(faces, TrackerConfig, skip=FACES_SKIPS)
     faces.set_defaults(handler=_faces)
 
+    add_batch_command(commands)
     add_retarget_command(commands)
     add_ui_command(commands)
     add_weights_command(commands)
@@ -375,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         with console(args.verbosity):
             if args.command in FOLDER_OUTPUTS:  # before any work: a refused -o must not cost minutes of tracking
                 check_output_folder(args.output, args.command, FOLDER_OUTPUTS[args.command])
-            args.handler(args)
+            status = args.handler(args)  # None, or an exit status (batch: 1 when some jobs failed)
     except MagicPortraitError as error:  # bad input or set-up; any other exception is a bug: its traceback shows
         if args.verbose:
             raise
@@ -384,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; no partial output was kept.", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

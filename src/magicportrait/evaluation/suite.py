@@ -292,8 +292,10 @@ class Evaluator:
             if inputs.ground_truth is not None and "lmd" in wanted:
                 tracks["ground_truth"] = track_video(tracker, inputs.ground_truth, inputs.fps, "ground truth", face,
                                                      box)
+        # the share of generated frames where the face was lost (no face found: the track filled them in)
+        tracks["info"] = {"face_lost": float(1.0 - np.mean(tracks["generated"].detected))}
         if face is not None or box is not None:
-            tracks["info"] = {"face": f"number {face}" if face is not None else "nearest the generator's crop"}
+            tracks["info"]["face"] = f"number {face}" if face is not None else "nearest the generator's crop"
         if needs_motion:
             tracks["heads"] = self._heads(inputs, tracks)
             tracks["head_model"] = tracks["heads"]["generated"].model

@@ -56,8 +56,8 @@ _ACQUIRE_TRIES = 10
 class FolderLock:
     """An exclusive lock on a folder, the file ``<folder>/.magicportrait.lock`` (see the module docstring)."""
 
-    def __init__(self, folder: str | os.PathLike) -> None:
-        self.path = Path(folder) / LOCK_NAME
+    def __init__(self, folder: str | os.PathLike, name: str = LOCK_NAME) -> None:
+        self.path = Path(folder) / name
         self.kernel_lock = False  # True: held with flock, so no live process can hold it too
         self._fd: int | None = None
 

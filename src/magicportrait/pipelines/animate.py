@@ -46,6 +46,7 @@ from magicportrait.pipelines import stages
 from magicportrait.pipelines.geometric import GeometricConfig
 from magicportrait.pipelines.guide import GuideConfig
 from magicportrait.pipelines.outputs import DEFAULT_MAX_OUTPUT_SIZE, ResultWriter
+from magicportrait.pipelines.run_cache import RunCache
 from magicportrait.types import GUIDANCE_NAMES, HeadTrack, SourceFace
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class MagicPortraitPipeline:
         self.config = config or AnimateConfig()
         self._head_model = head_model
         self.generator = GenerationPipeline(**components)
+        self.cache: RunCache | None = None  # a long-lived worker's tracker and prepared portraits (batch)
 
     @property
     def head_model(self) -> HeadModel:
@@ -187,7 +189,7 @@ class MagicPortraitPipeline:
             image = load_image(source_path)
             # the released weights saw portraits framed the official way
             source, driving = stages.prepare_inputs(guide, self.head_model, image, str(source_path), driving_path,
-                                                    motion, default_framing="official")
+                                                    motion, default_framing="official", cache=self.cache)
             maps = RenderedGuidance(self.head_model, source, driving.aligned, guide.chunk_size, guide.device,
                                     cached_frames=_guidance_cache_frames(config))
             latents = self.generator.generate_latents(source.crop, maps.loaders(), config.generation,
@@ -306,6 +308,7 @@ class GeometricPipeline:
         self.config = config or AnimateConfig()
         self.head_model = head_model or head_model_from_config(self.config.guide.head)
         self.frames_per_second: float | None = None  # the generator's own speed in the last run
+        self.cache: RunCache | None = None  # a long-lived worker's tracker and prepared portraits (batch)
 
     def run(self, source_path: str | Path, driving_path: str | Path | None, output_dir: str | Path,
             motion: str | Path | None = None) -> AnimateResult:
@@ -314,7 +317,7 @@ class GeometricPipeline:
         with output_folder(output_dir) as out:  # locked and checked now, before minutes of tracking
             image = load_image(source_path)
             source, driving = stages.prepare_inputs(config.guide, self.head_model, image, str(source_path),
-                                                    driving_path, motion)
+                                                    driving_path, motion, cache=self.cache)
             driving = self.limit_motion(source, driving)
             with out.stage() as stage:
                 files = stages.save_inputs(stage, source, driving)

@@ -25,6 +25,8 @@ from magicportrait.types import FlameCodes, HeadTrack, RenderAppearance, SourceF
 
 if TYPE_CHECKING:
     from magicportrait.pipelines.guide import GuideConfig
+    from magicportrait.pipelines.run_cache import RunCache
+    from magicportrait.tracking.flame_encoders import FlameEncoders
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +34,15 @@ logger = logging.getLogger(__name__)
 class PaperTracker:
     """FLAME codes of the portrait and of the driving video for one run (the encoders loaded once)."""
 
-    def __init__(self, config: GuideConfig, head_model: HeadModel) -> None:
+    def __init__(self, config: GuideConfig, head_model: HeadModel, cache: RunCache | None = None) -> None:
         self.config, self.head_model = config, head_model
         self.settings = config.head.encoders
-        self.encoders = load_flame_encoders(self.settings, head_model.name, config.device)
+
+        def load() -> FlameEncoders | None:
+            return load_flame_encoders(self.settings, head_model.name, config.device)
+
+        self.encoders = load() if cache is None else cache.encoders(self.settings, head_model.name, config.device,
+                                                                     load)
         self.codes: dict[str, FlameCodes] = {}  # "source", "driving": what this run used, in their images' pixels
         self._source_in_canvas: FlameCodes | None = None
 
@@ -109,6 +116,8 @@ class PaperTracker:
         return head_track_from_codes(self.head_model, codes, fps=track.fps)
 
 
-def load_paper_tracker(config: GuideConfig, head_model: HeadModel) -> PaperTracker | None:
-    """The run's :class:`PaperTracker`, or None when neither side uses FLAME codes (our own fit)."""
-    return PaperTracker(config, head_model) if config.head.encoders.uses_codes else None
+def load_paper_tracker(config: GuideConfig, head_model: HeadModel, cache: RunCache | None = None,
+                       ) -> PaperTracker | None:
+    """The run's :class:`PaperTracker` (its encoders from ``cache`` when given), or None when neither side uses
+    FLAME codes (our own fit)."""
+    return PaperTracker(config, head_model, cache) if config.head.encoders.uses_codes else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -32,6 +33,7 @@ from magicportrait.types import HeadTrack, SourceFace, Track
 if TYPE_CHECKING:
     from magicportrait.pipelines.guide import GuideConfig
     from magicportrait.pipelines.paper_tracker import PaperTracker
+    from magicportrait.pipelines.run_cache import RunCache
 
 logger = logging.getLogger(__name__)
 # A saved motion's crop must be this portrait's crop: re-tracking the same pixels gives the same box, up to float
@@ -170,16 +172,21 @@ class Motion:
 
 def prepare_inputs(config: GuideConfig, head_model: HeadModel, image: np.ndarray, source_name: str,
                    driving_path: str | Path | None, motion_path: str | Path | None = None,
-                   default_framing: str = "ours") -> tuple[SourceFace, Motion]:
+                   default_framing: str = "ours", cache: RunCache | None = None) -> tuple[SourceFace, Motion]:
     """The source portrait (``image``, loaded from ``source_name``) prepared, and the driving motion aligned to it
-    (or the saved motion, checked). An unset ``--framing`` is the saved motion's, else ``default_framing``."""
+    (or the saved motion, checked). An unset ``--framing`` is the saved motion's, else ``default_framing``.
+    ``cache``: a long-lived worker's tracker, encoders and prepared portraits, reused instead of made again."""
     if driving_path is None and motion_path is None:
         raise InputError("Give a driving video (--driving) or a saved motion (--motion aligned_head.npz).")
     if config.framing is None:
         config = replace(config, framing=saved_framing(motion_path) or default_framing)
-    paper = paper_tracker.load_paper_tracker(config, head_model)
-    with FaceTracker(config.tracker) as tracker:
-        source = prepare_source(image, tracker, head_model, config, source_name, paper)
+    paper = paper_tracker.load_paper_tracker(config, head_model, cache)
+    with nullcontext(cache.tracker(config.tracker)) if cache else FaceTracker(config.tracker) as tracker:
+        if cache is None or paper is not None:  # codes belong to the run that encoded them: not cached
+            source = prepare_source(image, tracker, head_model, config, source_name, paper)
+        else:
+            source = cache.source(image_digest(image), config,
+                                  lambda: prepare_source(image, tracker, head_model, config, source_name))
         if motion_path is None:
             driving_track = track_driving(driving_path, tracker, config)
     if motion_path is not None:

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -35,6 +33,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from magicportrait.batch.engines import EngineConfig
 from magicportrait.config import (
     DATASET,
     INPUT,
@@ -80,16 +79,16 @@ class PrepareConfig:
     blur_threshold: float = option(DEFAULT_BLUR_THRESHOLD, "A clip is too blurry when the median variance of the "
                                    f"Laplacian of its grey face crops (resized to {BLUR_SIDE} px) is below this.")
     max_lost: float = option(0.2, "A clip is unusable when more than this fraction of its frames has no face.")
-    workers: int = option(1, "Clips prepared in parallel (processes, each with its own face tracker).")
     chunk_size: int = option(8, "Frames rendered per batch.")
     device: str = option("cpu", "Torch device for rendering, e.g. cpu or cuda.")
     show_progress: bool = option(True, "Show a progress bar over the clips.")
     head: HeadModelConfig = field(default_factory=HeadModelConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)  # --workers N local processes, or --engine ray
 
     def __post_init__(self) -> None:
         check_range(self, "size", 64, 2048)  # 512 matches the diffusion model
-        check_at_least(self, 1, "max_frames", "workers", "chunk_size")
+        check_at_least(self, 1, "max_frames", "chunk_size")
         check_range(self, "max_lost", 0, 1)  # a fraction of the frames
         check_at_least(self, 0, "min_face_px", "blur_threshold")
         check_device(self)
@@ -171,47 +170,29 @@ def _head_model_name(config: PrepareConfig) -> str:
 
 
 def _run_clips(todo: dict[str, Path], clips_dir: Path, config: PrepareConfig) -> list[dict[str, str]]:
-    """Prepare the clips in ``todo`` (in this process, or a spawn pool); return the skipped videos."""
-    progress = tqdm(total=len(todo), desc="prepare", unit="clip", disable=not config.show_progress)
+    """Prepare the clips in ``todo`` on the configured engine (here, local processes or Ray workers, each with its
+    own tracker and head model); return the skipped videos."""
+    from magicportrait.batch.engines import TaskFailure, run_tasks
+
+    items = [(video, clips_dir / name) for name, video in todo.items()]
     skipped = []
-    with progress:
-        if config.workers == 1 or len(todo) <= 1:
-            with ClipPreparer(config) as preparer:
-                for name, video in todo.items():
-                    skipped += _as_skipped(preparer.safe_prepare(video, clips_dir / name))
-                    progress.update(1)
-            return skipped
-        context = multiprocessing.get_context("spawn")  # fork would copy MediaPipe / torch threads: unsafe
-        with ProcessPoolExecutor(config.workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(config,)) as pool:
-            futures = [pool.submit(_worker_prepare, video, clips_dir / name) for name, video in todo.items()]
-            for future in as_completed(futures):
-                skipped += _as_skipped(future.result())
-                progress.update(1)
+    with tqdm(total=len(items), desc="prepare", unit="clip", disable=not config.show_progress) as progress:
+        for index, result in run_tasks(PreparerFactory(config), items, config.engine):
+            if isinstance(result, TaskFailure):
+                result = {"video": str(items[index][0]), "reason": result.message}
+            skipped += [] if result is None else [result]
+            progress.update(1)
     return skipped
 
 
-def _as_skipped(result: dict[str, str] | None) -> list[dict[str, str]]:
-    return [] if result is None else [result]
+@dataclass(frozen=True)
+class PreparerFactory:
+    """Makes a :class:`ClipPreparer` in each worker's process (picklable)."""
 
+    config: PrepareConfig
 
-_WORKER: ClipPreparer | None = None
-
-
-def _init_worker(config: PrepareConfig) -> None:
-    """Runs once per worker process: share the cores between workers instead of each torch using all of them."""
-    import torch
-
-    global _WORKER
-    threads = max(1, (os.cpu_count() or 1) // config.workers)
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
-    _WORKER = ClipPreparer(config)
-
-
-def _worker_prepare(video: Path, clip_dir: Path) -> dict[str, str] | None:
-    assert _WORKER is not None, "worker not initialised"
-    return _WORKER.safe_prepare(video, clip_dir)
+    def __call__(self) -> ClipPreparer:
+        return ClipPreparer(self.config)
 
 
 # ------------------------------------------------------------------------------------------------ one clip
@@ -240,7 +221,14 @@ class ClipPreparer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.tracker.close()
+
+    def __call__(self, item: tuple[Path, Path]) -> dict[str, str] | None:
+        """One engine item: ``(video, clip_dir)`` -> :meth:`safe_prepare`."""
+        return self.safe_prepare(*item)
 
     def safe_prepare(self, video: Path, clip_dir: Path) -> dict[str, str] | None:
         """Prepare one clip; return None, or ``{"video", "reason"}`` when it had to be skipped."""
