@@ -120,3 +120,23 @@ def test_torchrun_processes_share_the_rows(batch_inputs, tmp_path):
     assert pids["a"] == pids["c"] and pids["b"] == pids["d"] and pids["a"] != pids["b"]  # row i -> rank i % 2
     summary = (output / "summary.csv").read_text().splitlines()[1:]  # the last shard to end sees every row
     assert [row.split(",")[2] for row in summary] == ["done"] * 4
+
+
+def test_ray_joins_a_running_cluster(batch_inputs, tmp_path):
+    pytest.importorskip("ray")
+    ray_command = Path(sys.executable).with_name("ray")
+    if not ray_command.is_file():
+        pytest.skip("the ray command is not installed beside this Python")
+    started = subprocess.run([str(ray_command), "start", "--head", "--num-cpus", "2", "--include-dashboard=false",
+                              "--disable-usage-stats"], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    try:
+        jobs = _pair_jobs(tmp_path, batch_inputs, ("a", "b"))
+        assert main(["batch", str(jobs), "-o", str(tmp_path / "out"), *FAST, "-q", "--engine", "ray",
+                     "--address", "auto"]) == 0
+        assert [_status(tmp_path / "out" / name)["state"] for name in "ab"] == ["done", "done"]
+        import ray
+
+        assert not ray.is_initialized()  # the run disconnected; the cluster is left running for others
+    finally:
+        subprocess.run([str(ray_command), "stop", "--force"], capture_output=True, timeout=120)
