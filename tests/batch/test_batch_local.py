@@ -139,3 +139,14 @@ def test_the_tiny_diffusion_release_loads_once_for_many_jobs(batch_inputs, relea
     first, second = (_frames(tmp_path / "out" / name / "result_crop.mp4") for name in ("s1", "s2"))
     assert first.shape == (3, 64, 64, 3) and np.abs(first - second).mean() > 1  # each row's own seed
     worker.close()
+
+
+def test_a_row_can_replay_a_saved_motion(batch_run, batch_inputs, tmp_path):
+    _, output, _ = batch_run
+    motion = output / "a" / "aligned_head.npz"
+    jobs = write_jobs(tmp_path, [f"{batch_inputs / 'source.png'},{motion},replay"])
+    assert main(["batch", str(jobs), "-o", str(tmp_path / "out"), *FAST, "-q"]) == 0
+    status = _status(tmp_path / "out" / "replay")
+    assert status["state"] == "done" and status["driving"] == str(motion)
+    np.testing.assert_allclose(HeadTrack.load(tmp_path / "out" / "replay" / "aligned_head.npz").rotation,
+                               HeadTrack.load(motion).rotation, atol=1e-6)
