@@ -53,6 +53,10 @@ class Job:
     options: dict[str, str]  # the row's own option cells, as written
     config: Any  # AnimateConfig
 
+    def status_fields(self) -> dict[str, Any]:
+        """What its ``status.json`` says about the row (beside the state)."""
+        return {"row": self.row, "source": str(self.source), "driving": str(self.driving or self.motion)}
+
 
 @dataclass(frozen=True)
 class BadRow:
@@ -274,8 +278,8 @@ def _check_assets(config) -> None:
     from magicportrait.io.assets import WEIGHTS, resolve_asset
 
     head = config.guide.head
-    head.flame_path(), head.flame_texture_path(), head.flame_eyelids_path()
-    head.encoders.weight_paths()
+    for resolve in (head.flame_path, head.flame_texture_path, head.flame_eyelids_path, head.encoders.weight_paths):
+        resolve()  # raises, naming the flag, when a configured file is missing
     if config.resolved_backend() == "diffusion" and resolve_asset(WEIGHTS, config.weights) is None:
         raise InputError("backend diffusion needs the released weights: pass --weights DIR (or a weights column), "
                          "or use backend geometric.")

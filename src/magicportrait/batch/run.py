@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from magicportrait.batch.engines import EngineConfig, TaskFailure, run_tasks
 from magicportrait.batch.jobs import BadRow, Job, load_jobs
 from magicportrait.batch.report import write_summary
-from magicportrait.batch.status import DONE, FAILED, needs_run, write_status
+from magicportrait.batch.status import DONE, FAILED, needs_run, read_status, write_status
 from magicportrait.batch.worker import GPU_IF_ANY, WorkerFactory
 from magicportrait.config import BATCH, check_at_least, option
 from magicportrait.errors import InputError
@@ -116,21 +116,17 @@ def run_batch(jobs_file: str | Path, output_dir: str | Path, config: BatchConfig
     output_dir = ensure_writable_dir(output_dir)
     index, count = config.shard()
     mine = [job for position, job in enumerate(jobs) if position % count == index]
-    todo = [job for job in mine if needs_run(output_dir, job.name, config.retry_failed, config.evaluate)]
+    statuses = {job.name: read_status(output_dir, job.name) for job in mine}
+    todo = [job for job in mine if needs_run(output_dir, job.name, statuses[job.name], config.retry_failed,
+                                             config.evaluate)]
     waiting = {job.name for job in todo}
-    done = [job.name for job in mine if job.name not in waiting and _state(output_dir, job) == DONE]
+    done = [job.name for job in mine if job.name not in waiting and statuses[job.name]["state"] == DONE]
     failed = [job.name for job in mine if job.name not in waiting and job.name not in done]
     logger.info("%d jobs%s: %d to run, %d already done, %d failed before (--retry-failed runs them).", len(mine),
                 f" in shard {index} of {count}" if count > 1 else "", len(todo), len(done), len(failed))
     ran = _run(todo, output_dir, config)
     files = write_summary(output_dir, jobs, contact_sheet=config.evaluate)
     return BatchSummary(output_dir, jobs, ran, done, failed, invalid, files)
-
-
-def _state(output_dir: Path, job: Job) -> str | None:
-    from magicportrait.batch.status import read_status
-
-    return (read_status(output_dir, job.name) or {}).get("state")
 
 
 def _run(todo: list[Job], output_dir: Path, config: BatchConfig) -> dict[str, dict[str, Any]]:
@@ -141,8 +137,8 @@ def _run(todo: list[Job], output_dir: Path, config: BatchConfig) -> dict[str, di
         for index, result in run_tasks(factory, todo, config.engine):
             job = todo[index]
             if isinstance(result, TaskFailure):  # its worker died: the job never wrote its final status
-                result = write_status(output_dir, job.name, state=FAILED, row=job.row, source=str(job.source),
-                                      driving=str(job.driving or job.motion), error=result.message)
+                result = write_status(output_dir, job.name, state=FAILED, **job.status_fields(),
+                                      error=result.message)
             ran[job.name] = result
             if result.get("state") != DONE:
                 logger.warning("%s failed: %s", job.name, result.get("error"))

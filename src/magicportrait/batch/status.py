@@ -20,7 +20,7 @@ from typing import Any
 STATUS_NAME = "status.json"
 RUNNING, DONE, FAILED = "running", "done", "failed"
 RESULT_NAME = "result.mp4"
-STAMP_FIELDS = ("name", "updated", "host", "pid", "metrics", "evaluation_error")  # written anew each time
+REWRITTEN_FIELDS = ("name", "updated", "host", "pid", "metrics", "evaluation_error")  # set anew by each write
 
 
 def status_path(output_dir: Path, name: str) -> Path:
@@ -55,10 +55,10 @@ def is_finished(output_dir: Path, name: str, status: dict[str, Any] | None) -> b
     return bool(status) and status.get("state") == DONE and (Path(output_dir) / name / RESULT_NAME).is_file()
 
 
-def needs_run(output_dir: Path, name: str, retry_failed: bool, evaluate: bool = False) -> bool:
-    """Whether a rerun has work for the job: not finished (a failed one only with ``retry_failed``), or finished
-    without the metrics ``evaluate`` asks for (the worker then only evaluates it)."""
-    status = read_status(output_dir, name)
+def needs_run(output_dir: Path, name: str, status: dict[str, Any] | None, retry_failed: bool,
+              evaluate: bool = False) -> bool:
+    """Whether a rerun has work for the job with ``status``: not finished (a failed one only with
+    ``retry_failed``), or finished without the metrics ``evaluate`` asks for (the worker then only evaluates it)."""
     if is_finished(output_dir, name, status):
         return evaluate and not status.get("metrics")
     return not (status and status.get("state") == FAILED and not retry_failed)

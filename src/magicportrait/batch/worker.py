@@ -27,8 +27,8 @@ from magicportrait.batch.jobs import Job
 from magicportrait.batch.status import (
     DONE,
     FAILED,
+    REWRITTEN_FIELDS,
     RUNNING,
-    STAMP_FIELDS,
     is_finished,
     read_status,
     write_status,
@@ -78,11 +78,10 @@ class BatchWorker:
         finished = read_status(self.output_dir, job.name)
         if self.evaluate and is_finished(self.output_dir, job.name, finished):  # done earlier, not evaluated
             with job_log_prefix(job.name):
-                kept = {key: value for key, value in finished.items() if key not in STAMP_FIELDS}
+                kept = {key: value for key, value in finished.items() if key not in REWRITTEN_FIELDS}
                 return write_status(self.output_dir, job.name, **kept, **self._evaluated(job))
         started = time.perf_counter()
-        common = {"row": job.row, "source": str(job.source), "driving": str(job.driving or job.motion),
-                  "options": job.options}
+        common = {**job.status_fields(), "options": job.options}
         write_status(self.output_dir, job.name, state=RUNNING, **common)
         with job_log_prefix(job.name):
             fields = self._attempt(job)
